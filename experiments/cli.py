@@ -1,0 +1,123 @@
+"""The ``softhebb`` command line: train, eval, presets.
+
+Examples::
+
+    softhebb train                                   # offline default: digits, one layer, < 1 min
+    softhebb train --preset cifar10 --out runs/c10   # the paper's 3-layer CIFAR-10 network
+    softhebb train --preset cifar10 --layers 1 --rule random
+    softhebb train --preset cifar10 --out runs/c10 --resume
+    softhebb eval runs/c10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rate_decoder.data import DataError
+from rate_decoder.network import RULE_CHOICES, available_presets, load_preset
+from rate_decoder.run import CheckpointError, evaluate, run
+from rate_decoder.training import MODES
+
+
+def _synapse_factory(spec: str | None, seed: int):
+    if spec is None or spec == "ideal-none":
+        return None
+    import hardware_models
+
+    return lambda layer_index: hardware_models.make_synapse(spec, seed=seed * 1000 + layer_index)
+
+
+def build_config(args) -> dict:
+    preset = load_preset(args.preset, args.layers, args.width_factor)
+    config = {"preset": preset, "rule": args.rule, "mode": args.mode, "seed": args.seed,
+              "normalisation": args.normalisation}
+    for key in ("n_train", "n_test", "readout_epochs", "data_dir", "synapse"):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = str(value) if key == "data_dir" else value
+    if args.download:
+        config["download"] = True
+    return config
+
+
+def cmd_train(args) -> int:
+    config = build_config(args)
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{config['preset']['name']}_{args.rule}_{args.mode}_s{args.seed}" + (f"_{args.synapse}" if args.synapse else ""))
+    print(f"run directory: {out}", file=sys.stderr)
+    metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet,
+                  synapse_factory=_synapse_factory(args.synapse, args.seed))
+    t = metrics["timings_s"]
+    print(json.dumps({"preset": config["preset"]["name"], "rule": args.rule, "mode": args.mode, "seed": args.seed,
+                      "test_acc": round(metrics["test_acc"], 4), "wall_s": round(t["this_invocation_s"], 1),
+                      "peak_memory_gib": round(metrics["peak_memory_gib"], 2), "out": str(out)}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    acc = evaluate(args.run_dir, device=args.device, data_dir=args.data_dir, n_test=args.n_test,
+                   progress=not args.quiet)
+    print(json.dumps({"run": str(args.run_dir), "test_acc": round(acc, 4)}))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name in available_presets():
+        p = load_preset(name)
+        widths = "-".join(str(layer["out_channels"]) for layer in p["layers"])
+        print(f"{name:16s} {p['dataset']:11s} {len(p['layers'])} layers ({widths})  {p.get('description', '')}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="softhebb", description="Multilayer SoftHebb: Hebbian deep learning without feedback")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="unsupervised SoftHebb training + linear readout")
+    t.add_argument("--preset", default="digits", help="preset name (softhebb presets) or a .toml file")
+    t.add_argument("--layers", type=int, help="depth (uses the paper's own shallower preset where there is one)")
+    t.add_argument("--width-factor", type=float, default=1.0, help="scale every layer's number of neurons")
+    t.add_argument("--mode", choices=MODES, default="greedy")
+    t.add_argument("--rule", choices=RULE_CHOICES, default="softhebb",
+                   help="softhebb (paper), soft (no anti-Hebbian), hardwta, random (no unsupervised phase), backprop")
+    t.add_argument("--normalisation", choices=("global", "none"), default="global",
+                   help="global max-normalisation of the update (paper) or none (the local variant spikes can compute)")
+    t.add_argument("--synapse", help="synaptic device model the Hebbian layers learn through (hardware_models)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--out", help="run directory (default runs/<preset>_<rule>_<mode>_s<seed>)")
+    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--data-dir", help="dataset directory (default: $SOFTHEBB_DATA)")
+    t.add_argument("--download", action="store_true", help="fetch the dataset with torchvision")
+    t.add_argument("--n-train", type=int, help="use only the first N training images")
+    t.add_argument("--n-test", type=int, help="use only the first N test images")
+    t.add_argument("--readout-epochs", type=int, help="override the preset's readout epochs")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="test accuracy of a run directory's checkpoint")
+    e.add_argument("run_dir")
+    e.add_argument("--device", default=None)
+    e.add_argument("--data-dir")
+    e.add_argument("--n-test", type=int)
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("presets", help="list the shipped presets")
+    p.set_defaults(func=cmd_presets)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+        print(f"softhebb: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Datasets as in-memory uint8 tensors ``(N, C, H, W)``.
+
+Sources, tried in this order for a named dataset:
+
+1. ``<data_dir>/<name>.npz`` with keys ``x_train`` (uint8 N,H,W,C), ``y_train``, ``x_test``, ``y_test``
+   and optionally ``classes``; ``data_dir`` is the argument or the ``SOFTHEBB_DATA`` environment variable.
+2. torchvision's MNIST / CIFAR-10 / CIFAR-100 / STL-10 under ``root`` (``download=True`` fetches them).
+
+``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
+``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), resized to the
+preset's image size. Pixels stay uint8 and become floats in [0, 1] per batch (:func:`to_float`): the
+first block's batch norm is what standardises them (SPEC.md §5).
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10"}
+
+
+class DataError(ValueError):
+    """A dataset is missing, corrupt or malformed."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: Tensor  # uint8 (N, C, H, W)
+    y_train: Tensor  # int64 (N,)
+    x_test: Tensor
+    y_test: Tensor
+    classes: list[str]
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+        """The first ``n_train`` training and ``n_test`` test images (original order)."""
+        return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train], self.x_test[:n_test],
+                       self.y_test[:n_test], self.classes)
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    d = explicit if explicit is not None else os.environ.get("SOFTHEBB_DATA")
+    return Path(d) if d else None
+
+
+def _images(x: np.ndarray, key: str, source: str) -> Tensor:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise DataError(f"{source}: {key} must have shape (N, H, W, C), got {x.shape}")
+    if x.shape[0] == 0:
+        raise DataError(f"{source}: {key} is empty")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"{source}: {key} has non-numeric dtype {x.dtype}")
+        if not np.isfinite(x).all():
+            raise DataError(f"{source}: {key} contains NaN or infinite pixels")
+        if x.min() < 0 or x.max() > 255:
+            raise DataError(f"{source}: {key} pixels must lie in [0, 255] (or be uint8), got [{x.min()}, {x.max()}]")
+        scale = 255.0 if x.max() <= 1.0 else 1.0
+        x = np.rint(x * scale).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """Read and check a dataset archive (format in the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+            if missing:
+                raise DataError(f"data file {path} lacks keys {sorted(missing)} (has {f.files})")
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"data file {path} is corrupt or not an .npz archive ({err})") from None
+    parts = {}
+    for split in ("train", "test"):
+        x = _images(arrays[f"x_{split}"], f"x_{split}", str(path))
+        y = np.asarray(arrays[f"y_{split}"]).reshape(-1)
+        if len(y) != len(x):
+            raise DataError(f"{path}: {len(x)} {split} images but {len(y)} labels")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise DataError(f"{path}: y_{split} must hold non-negative integer labels")
+        parts[split] = (x, torch.from_numpy(y.astype(np.int64)))
+    n_classes = int(max(parts["train"][1].max(), parts["test"][1].max())) + 1
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(n_classes)]
+    return Dataset(path.stem, *parts["train"], *parts["test"], classes)
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (values 0-16 -> 0-255), a stratified split with a fixed seed."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    x = np.clip(d.images * 16.0, 0, 255).astype(np.uint8)[:, None]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=test_fraction, random_state=seed, stratify=d.target)
+    return Dataset("digits", torch.from_numpy(xtr), torch.from_numpy(ytr.astype(np.int64)), torch.from_numpy(xte),
+                   torch.from_numpy(yte.astype(np.int64)), [str(i) for i in range(10)])
+
+
+def _torchvision(name: str, root: Path, download: bool) -> Dataset:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, TORCHVISION[name])
+    splits = {}
+    for split, kw in (("train", {"train": True}), ("test", {"train": False})):
+        if name == "stl10":
+            kw = {"split": split}
+        try:
+            ds = cls(str(root), download=download, **kw)
+        except RuntimeError as err:
+            raise DataError(f"{name}: not found under {root} ({err}); pass --download to fetch it, or put "
+                            f"{name}.npz in $SOFTHEBB_DATA") from None
+        x = np.asarray(ds.data)
+        x = x if name == "stl10" else (x[..., None] if x.ndim == 3 else x)
+        x = x.transpose(0, 2, 3, 1) if name == "stl10" else x  # STL-10 is stored N,C,H,W
+        y = np.asarray(ds.labels if name == "stl10" else ds.targets)
+        splits[split] = (_images(x, f"{split} images", name), torch.from_numpy(y.astype(np.int64)))
+    return Dataset(name, *splits["train"], *splits["test"], list(getattr(ds, "classes", [])))
+
+
+def _imagefolder(root: Path, image_size: int) -> Dataset:
+    import torchvision
+    from torchvision import transforms
+
+    t = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
+    splits = {}
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"ImageFolder tree {root} has no {split}/ directory")
+        ds = torchvision.datasets.ImageFolder(str(folder), transform=t)
+        if len(ds) == 0:
+            raise DataError(f"{folder} holds no images")
+        xs, ys = zip(*(ds[i] for i in range(len(ds))))
+        splits[split] = (torch.stack(xs), torch.tensor(ys, dtype=torch.int64))
+    return Dataset(root.name, *splits["train"], *splits["val"], ds.classes)
+
+
+def load_dataset(name: str, directory: str | os.PathLike | None = None, download: bool = False,
+                 image_size: int | None = None) -> Dataset:
+    """Load ``name`` (digits, mnist, cifar10, cifar100, stl10, imagefolder) from the sources above."""
+    if name == "digits":
+        return load_digits()
+    d = data_dir(directory)
+    if name == "imagefolder":
+        if d is None or not d.is_dir():
+            raise DataError(f"imagefolder datasets need --data-dir pointing to a tree with train/ and val/ (got {d})")
+        return _imagefolder(d, image_size)
+    if name not in TORCHVISION:
+        raise DataError(f"unknown dataset {name!r}; choose digits, imagefolder or one of {sorted(TORCHVISION)}")
+    if d is not None and not download:
+        if not d.is_dir():
+            raise DataError(f"data directory {d} (from --data-dir or SOFTHEBB_DATA) does not exist")
+        if (d / f"{name}.npz").is_file():
+            return load_npz(d / f"{name}.npz")
+    if d is None and not download:
+        raise DataError(f"no data for {name!r}: set SOFTHEBB_DATA to a directory holding {name}.npz, "
+                        f"or pass --download to fetch it with torchvision")
+    return _torchvision(name, d if d is not None else Path("data"), download)
+
+
+def to_float(x: Tensor, device=None, normalize: str = "none") -> Tensor:
+    """uint8 images -> float32 in [0, 1] on ``device`` (ImageNet mean/std if ``normalize='imagenet'``)."""
+    x = x.to(device, non_blocking=True).float().div_(255.0)
+    if normalize == "imagenet":
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, -1, 1, 1)
+        x = (x - mean) / std
+    elif normalize != "none":
+        raise ValueError(f"unknown input normalisation {normalize!r}")
+    return x

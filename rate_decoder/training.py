@@ -1,0 +1,205 @@
+"""Training loops: the unsupervised epoch (greedy / simultaneous), features, readout, backprop baseline.
+
+Protocol (SPEC.md §6): one unsupervised epoch at batch 10; then a linear readout with dropout on the
+flattened features, Adam(1e-3), batch 64, the learning rate halved after epochs
+floor({0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9} * E), and the last epoch's test accuracy reported.
+Without augmentation the features are a deterministic function of the image, so they are computed
+once and cached (fp16 by default: half the memory, see :func:`extract_features`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data import to_float
+from .network import SoftHebbNet
+
+MODES = ("greedy", "simultaneous")
+
+
+def configure_cpu() -> None:
+    """Flush denormals to zero: early softmax outputs are denormal and slow CPU kernels ~10x (SPEC.md §12.17)."""
+    for dtype in (np.float16, np.float32, np.float64):
+        np.finfo(dtype)  # cache numpy's float limits first: computed under flush-to-zero they warn
+    torch.set_flush_denormal(True)
+
+
+def check_images(x: Tensor, net: SoftHebbNet) -> None:
+    """Clear errors for images of the wrong shape or with non-finite values."""
+    net.check_input(x)
+    if x.dtype != torch.uint8 and not torch.isfinite(x).all():
+        raise ValueError("images contain NaN or infinite values")
+
+
+def unsupervised_order(n: int, seed: int) -> np.ndarray:
+    """The shuffled presentation order; in greedy mode every layer sees this same order (SPEC.md §5)."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def train_unsupervised(net: SoftHebbNet, images: Tensor, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
+                       device=None, start_block: int = 0, on_block_done: Callable[[int], None] | None = None,
+                       progress: bool = True) -> None:
+    """One unsupervised epoch per block (greedy) or one epoch for all blocks at once (simultaneous).
+
+    Greedy: block ``l`` learns while blocks ``< l`` are frozen and in eval mode; only blocks up to
+    ``l`` are computed. Simultaneous: every block learns from each batch, each from the output its
+    predecessor computed with its pre-step weights (SPEC.md §2.7, the reference code's "consecutive").
+    ``on_block_done(l)`` is called after block ``l`` (greedy) or after the epoch (simultaneous, with
+    the last index), e.g. to write a checkpoint.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; choose one of {MODES}")
+    check_images(images[:1], net)
+    normalize = net.preset.get("normalize", "none")
+    order = unsupervised_order(len(images), seed)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    stages = range(start_block, len(net.blocks)) if mode == "greedy" else [None]
+    for stage in stages:
+        if mode == "simultaneous" and start_block >= len(net.blocks):
+            break
+        net.set_learning_block("all" if stage is None else stage)
+        label = "unsupervised (all layers)" if stage is None else f"unsupervised layer {stage + 1}/{len(net.blocks)}"
+        with torch.no_grad():
+            for idx in tqdm(batches, desc=label, disable=not progress, mininterval=2.0, unit="batch"):
+                x = to_float(images[torch.from_numpy(idx)], device, normalize)
+                if stage is None:
+                    for block in net.blocks:
+                        x = block.learn(x)
+                else:
+                    x = net.features(x, upto=stage)
+                    net.blocks[stage].learn(x)
+        net.set_learning_block(None)
+        if on_block_done is not None:
+            on_block_done(len(net.blocks) - 1 if stage is None else stage)
+
+
+@torch.no_grad()
+def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int = 500, device=None, dtype=torch.float16,
+                     progress: bool = True, desc: str = "features") -> Tensor:
+    """Flattened features (C, H, W order) of all images, every block in eval mode, stored on the CPU.
+
+    fp16 halves the cache (CIFAR-10: 2.5 GB instead of 4.9 GB). Values beyond fp16's range would turn
+    to inf, so that is checked and the cache falls back to fp32 rather than holding garbage.
+    """
+    check_images(images[:1], net)
+    was_training = net.training
+    net.eval()
+    normalize = net.preset.get("normalize", "none")
+    n_features = int(np.prod(net.feature_shape))
+    out = torch.empty(len(images), n_features, dtype=dtype)
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, mininterval=2.0, unit="batch"):
+        f = net.features(to_float(images[i:i + batch_size], device, normalize)).flatten(1)
+        if not torch.isfinite(f).all():
+            raise FloatingPointError("non-finite features: the network's weights or batch-norm statistics are broken")
+        if dtype == torch.float16 and f.abs().max() > torch.finfo(torch.float16).max:
+            net.train(was_training)
+            return extract_features(net, images, batch_size, device, torch.float32, progress, desc)
+        out[i:i + batch_size] = f.to("cpu", dtype)
+    net.train(was_training)
+    return out
+
+
+def halving_epochs(epochs: int) -> set[int]:
+    """Epochs after which the readout's learning rate is halved (the reference code's CustomStepLR)."""
+    if epochs < 20:
+        return set()
+    if epochs < 50:
+        return {math.floor(0.5 * epochs), math.floor(0.75 * epochs)}
+    return {math.floor(f * epochs) for f in (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9)}
+
+
+@torch.no_grad()
+def accuracy(logits_fn: Callable[[Tensor], Tensor], features: Tensor, labels: Tensor, device=None,
+             batch_size: int = 1000) -> float:
+    correct = 0
+    for i in range(0, len(features), batch_size):
+        logits = logits_fn(features[i:i + batch_size].to(device, torch.float32))
+        correct += (logits.argmax(1).cpu() == labels[i:i + batch_size]).sum().item()
+    return correct / max(1, len(features))
+
+
+def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor, test_features: Tensor,
+                  test_labels: Tensor, epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                  device=None, start_epoch: int = 0, optimizer_state: dict | None = None,
+                  on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True) -> list[dict]:
+    """Train ``net.head`` on cached features (dropout applied to them); returns per-epoch metrics.
+
+    Shuffling and dropout are re-seeded from ``(seed, epoch)`` at every epoch, so a run resumed at
+    ``start_epoch`` with the saved ``optimizer_state`` reproduces the uninterrupted one.
+    ``on_epoch(epoch, metrics, optimizer_state)`` runs after each epoch (checkpointing).
+    """
+    if len(train_features) != len(train_labels) or len(test_features) != len(test_labels):
+        raise ValueError("features and labels differ in length")
+    head, dropout = net.head, net.dropout
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    halvings = halving_epochs(epochs)
+    history = []
+    for epoch in tqdm(range(start_epoch, epochs), desc="readout", disable=not progress, unit="epoch",
+                      initial=start_epoch, total=epochs):
+        torch.manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(train_features))
+        head.train()
+        dropout.train()
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            f = train_features[idx].to(device, torch.float32)
+            y = train_labels[idx].to(device)
+            logits = head(dropout(f))
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+        if epoch + 1 in halvings:
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5
+        head.eval()
+        dropout.eval()
+        metrics = {"epoch": epoch + 1, "train_loss": total_loss / len(order), "train_acc": correct / len(order),
+                   "test_acc": accuracy(head, test_features, test_labels, device),
+                   "lr": optimizer.param_groups[0]["lr"]}
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics, optimizer.state_dict())
+    return history
+
+
+def train_backprop(net: SoftHebbNet, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+                   epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device=None,
+                   on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True) -> list[dict]:
+    """The backprop baseline: the same blocks (ReLU, ``nn.Conv2d``) and head trained end to end."""
+    normalize = net.preset.get("normalize", "none")
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    halvings = halving_epochs(epochs)
+    history = []
+    for epoch in range(epochs):
+        torch.manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(x_train))
+        net.train()
+        for i in tqdm(range(0, len(order), batch_size), desc=f"backprop epoch {epoch + 1}/{epochs}",
+                      disable=not progress, mininterval=2.0, unit="batch"):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(net(to_float(x_train[idx], device, normalize)), y_train[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if epoch + 1 in halvings:
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.5
+        net.eval()
+        metrics = {"epoch": epoch + 1, "test_acc": accuracy(lambda x: net(x), to_float(x_test, None, normalize),
+                                                            y_test, device, batch_size=500)}
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics, optimizer.state_dict())
+    return history
