@@ -105,6 +105,26 @@ def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int = 500, de
     return out
 
 
+_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def feature_dropout(x: Tensor, p: float) -> Tensor:
+    """Inverted dropout on a batch of features, as ``F.dropout`` in train mode, but cheaper on CPU.
+
+    For ``p = 0.5`` the keep-mask is the bits of random 64-bit words: one random draw per 64
+    features instead of one per feature. ``F.dropout`` spent ~29 ms per 64 x 24,576 batch here (its
+    Bernoulli sampler), which made the 50-epoch CIFAR readout take 16 minutes; this takes ~2 ms.
+    """
+    if p == 0.0:
+        return x
+    if p != 0.5 or x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64)
+    keep = ((words.view(torch.uint8)[:, None] >> _BIT_SHIFTS) & 1).view(-1)[:n].view(x.shape)
+    return x * keep * 2.0
+
+
 def halving_epochs(epochs: int) -> set[int]:
     """Epochs after which the readout's learning rate is halved (the reference code's CustomStepLR)."""
     if epochs < 20:
@@ -136,7 +156,7 @@ def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor
     """
     if len(train_features) != len(train_labels) or len(test_features) != len(test_labels):
         raise ValueError("features and labels differ in length")
-    head, dropout = net.head, net.dropout
+    head, p_drop = net.head, net.dropout.p
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -147,13 +167,12 @@ def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor
         torch.manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(train_features))
         head.train()
-        dropout.train()
         total_loss, correct = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             f = train_features[idx].to(device, torch.float32)
             y = train_labels[idx].to(device)
-            logits = head(dropout(f))
+            logits = head(feature_dropout(f, p_drop))
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -164,7 +183,6 @@ def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor
             for group in optimizer.param_groups:
                 group["lr"] *= 0.5
         head.eval()
-        dropout.eval()
         metrics = {"epoch": epoch + 1, "train_loss": total_loss / len(order), "train_acc": correct / len(order),
                    "test_acc": accuracy(head, test_features, test_labels, device),
                    "lr": optimizer.param_groups[0]["lr"]}

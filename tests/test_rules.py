@@ -120,3 +120,19 @@ def test_bad_hyperparameters():
         SoftHebbConv2d(3, 4, 4)
     with pytest.raises(ValueError, match="inverse_temperature"):
         SoftHebbConv2d(3, 4, 3, inverse_temperature=float("nan"))
+
+
+def test_feature_dropout_is_inverted_dropout_at_half():
+    from rate_decoder.training import feature_dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200, 5000)
+    y = feature_dropout(x, 0.5)
+    kept = (y != 0).float()
+    # a fair coin per feature: mean 0.5 +- 5 standard errors of 1e6 draws (5 * 0.0005)
+    assert abs(kept.mean().item() - 0.5) < 0.0025
+    assert set(torch.unique(y).tolist()) == {0.0, 2.0}
+    # neighbouring features are independent (no bit pattern repeats): correlation ~ 0 +- 5/sqrt(N)
+    a, b = kept[:, :-1].flatten() - 0.5, kept[:, 1:].flatten() - 0.5
+    assert abs((a * b).mean().item() / 0.25) < 5 / (a.numel() ** 0.5)
+    assert not torch.equal(feature_dropout(x, 0.5), y)

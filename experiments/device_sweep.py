@@ -1,0 +1,111 @@
+"""SoftHebb learning on synaptic device models, and inference after drift: one command.
+
+    python -m experiments.device_sweep --preset mnist --layers 1 --out results/devices_mnist_L1
+    python -m experiments.device_sweep --preset mnist --layers 1 --n-train 10000 --n-test 2000 \
+        --readout-epochs 10 --synapses ideal linear16 pcm --out results/devices_quick
+
+For every synapse model the Hebbian layers learn through the device (``layer.attach_synapse``), the
+readout is trained at programming time, and the test accuracy is measured on the weights read
+back after 1 s, 1 h, 1 day and 1 year of drift, with and without global drift compensation
+(``hardware_models.GlobalDriftCompensation``). Writes ``devices.json``, ``devices.md`` and a PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import hardware_models
+from rate_decoder.data import load_dataset
+from rate_decoder.network import SoftHebbNet, load_preset
+from rate_decoder.run import atomic_write, write_json
+from rate_decoder.training import accuracy, configure_cpu, extract_features, train_readout, train_unsupervised
+
+DEFAULT_SYNAPSES = ["ideal", "linear8", "linear16", "linear32", "linear64", "linear256", "pcm", "rram"]
+DRIFT_TIMES = {"1 s": 1.0, "1 h": 3600.0, "1 day": 86400.0, "1 year": 3.156e7}
+
+
+def evaluate_synapse(spec, preset, data, args) -> dict:
+    torch.manual_seed(args.seed)
+    net = SoftHebbNet(preset)
+    devices = [hardware_models.make_synapse(spec, seed=args.seed * 1000 + i) for i in range(len(net.blocks))]
+    for block, dev in zip(net.blocks, devices):
+        block.conv.attach_synapse(dev)
+    t = time.perf_counter()
+    train_unsupervised(net, data.x_train, "greedy", preset["unsupervised"]["batch_size"], args.seed, progress=False)
+    feats = (extract_features(net, data.x_train, progress=False), extract_features(net, data.x_test, progress=False))
+    history = train_readout(net, feats[0], data.y_train, feats[1], data.y_test, args.readout_epochs or
+                            preset["readout"]["epochs"], preset["readout"]["batch_size"], preset["readout"]["lr"],
+                            progress=False)
+    row = {"synapse": spec, "test_acc": history[-1]["test_acc"], "pulses": sum(int(d.pulses) for d in devices),
+           "train_s": time.perf_counter() - t, "drift": {}}
+    compensations = [hardware_models.GlobalDriftCompensation(d) for d in devices]
+    for c in compensations:
+        c.calibrate()
+    elapsed = 0.0
+    for label, seconds in DRIFT_TIMES.items():
+        for dev in devices:
+            dev.age(seconds - elapsed)
+        elapsed = seconds
+        accs = {}
+        for compensated in (False, True):
+            for block, dev, comp in zip(net.blocks, devices, compensations):
+                block.conv.weight.copy_(comp.read() if compensated else dev.read())
+            test_f = extract_features(net, data.x_test, progress=False)
+            accs["compensated" if compensated else "raw"] = accuracy(net.head, test_f, data.y_test)
+        row["drift"][label] = accs
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="mnist")
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--synapses", nargs="+", default=DEFAULT_SYNAPSES)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int)
+    ap.add_argument("--n-test", type=int)
+    ap.add_argument("--readout-epochs", type=int)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    configure_cpu()
+    preset = load_preset(args.preset, args.layers)
+    data = load_dataset(preset["dataset"], image_size=preset["image_size"]).subset(args.n_train, args.n_test)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for spec in args.synapses:
+        rows.append(evaluate_synapse(spec, preset, data, args))
+        write_json(out / "devices.json", {"preset": preset["name"], "n_train": len(data.x_train),
+                                          "n_test": len(data.x_test), "rows": rows})
+    header = "| synapse | test acc % | " + " | ".join(f"{k} raw / comp." for k in DRIFT_TIMES) + " | pulses |"
+    lines = [header, "|" + "---|" * (3 + len(DRIFT_TIMES))]
+    for r in rows:
+        drift = " | ".join(f"{100 * r['drift'][k]['raw']:.2f} / {100 * r['drift'][k]['compensated']:.2f}"
+                           for k in DRIFT_TIMES)
+        lines.append(f"| {r['synapse']} | {100 * r['test_acc']:.2f} | {drift} | {r['pulses']:.3g} |")
+    (out / "devices.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for r in rows:
+        ax.plot(list(DRIFT_TIMES.values()), [100 * r["drift"][k]["raw"] for k in DRIFT_TIMES], "o-", label=r["synapse"])
+    ax.set_xscale("log")
+    ax.set_xlabel("time after programming (s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{preset['name']}: accuracy after drift (no compensation)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(out / "devices_drift.png", lambda tmp: fig.savefig(tmp, format="png"))
+
+
+if __name__ == "__main__":
+    main()
