@@ -18,6 +18,8 @@ from .activations import make_activation
 from .layers import SoftHebbConv2d
 
 RULE_CHOICES = ("softhebb", "soft", "hardwta", "random", "backprop")
+#: dtype of the Hebbian layers' large products; weights and updates stay fp32
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 _LAYER_KEYS = {
     "out_channels": int, "kernel_size": int, "inverse_temperature": float, "lr": float, "lr_power": float,
@@ -128,7 +130,8 @@ def parse_pool(spec: str) -> nn.Module:
 class Block(nn.Module):
     """``BN(affine=False) -> conv -> activation -> pool``; the conv is Hebbian or, for backprop, ``nn.Conv2d``."""
 
-    def __init__(self, in_channels: int, spec: dict, rule: str, normalisation: str = "global", device=None):
+    def __init__(self, in_channels: int, spec: dict, rule: str, normalisation: str = "global", device=None,
+                 compute_dtype=None):
         super().__init__()
         self.bn = nn.BatchNorm2d(in_channels, affine=False, device=device)
         k = spec["kernel_size"]
@@ -141,7 +144,7 @@ class Block(nn.Module):
                 in_channels, spec["out_channels"], k, inverse_temperature=spec["inverse_temperature"],
                 lr=spec["lr"], lr_power=spec["lr_power"], rule="softhebb" if rule == "random" else rule,
                 normalisation=normalisation, radius=spec.get("radius", 25.0),
-                pre_triangle=spec.get("pre_triangle", False), device=device)
+                pre_triangle=spec.get("pre_triangle", False), compute_dtype=compute_dtype, device=device)
             activation = spec["activation"]
         self.activation = make_activation(activation, spec.get("activation_power", 1.0))
         self.pool = parse_pool(spec["pool"])
@@ -158,15 +161,18 @@ class Block(nn.Module):
 class SoftHebbNet(nn.Module):
     """The hidden blocks of a preset plus the linear readout (``Flatten -> Dropout -> Linear``)."""
 
-    def __init__(self, preset: dict, rule: str = "softhebb", normalisation: str = "global", device=None):
+    def __init__(self, preset: dict, rule: str = "softhebb", normalisation: str = "global", device=None,
+                 precision: str = "fp32"):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {tuple(PRECISIONS)}")
         if rule not in RULE_CHOICES:
             raise ValueError(f"unknown rule {rule!r}; choose one of {RULE_CHOICES}")
         self.preset = copy.deepcopy(preset)
         self.rule = rule
         blocks, c = [], preset["in_channels"]
         for spec in preset["layers"]:
-            blocks.append(Block(c, spec, rule, normalisation, device))
+            blocks.append(Block(c, spec, rule, normalisation, device, PRECISIONS[precision]))
             c = spec["out_channels"]
         self.blocks = nn.ModuleList(blocks)
         self.feature_shape = self._feature_shape()

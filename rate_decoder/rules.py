@@ -48,7 +48,7 @@ def signed_post(u: Tensor, inverse_temperature: float, rule: str = "softhebb", d
     return y * (2.0 * winner - 1.0)
 
 
-def conv_update(x_padded: Tensor, u: Tensor, post: Tensor, weight: Tensor) -> Tensor:
+def conv_update(x_padded: Tensor, u: Tensor, post: Tensor, weight: Tensor, compute_dtype=None) -> Tensor:
     r"""Raw convolutional SoftHebb update, summed over the batch and all output positions.
 
     .. math:: D_k = \sum_{b,q} \tilde y_{k,b,q} P_{b,q} - \Big(\sum_{b,q} \tilde y_{k,b,q} u_{k,b,q}\Big) w_k
@@ -58,6 +58,8 @@ def conv_update(x_padded: Tensor, u: Tensor, post: Tensor, weight: Tensor) -> Te
         u: pre-activations ``(B, K, H, W)`` (stride 1, so ``H = Hp - k + 1``).
         post: signed post-synaptic activity ``y~``, same shape as ``u``.
         weight: ``(K, C, k, k)``, the weights before the step.
+        compute_dtype: dtype of the large product (e.g. ``torch.bfloat16``: ~2x faster on CPUs with
+            AVX512-BF16, fp32 accumulation); ``None`` computes in the weights' dtype.
 
     Returns:
         ``D`` with the shape of ``weight`` (no normalisation, no learning rate).
@@ -68,9 +70,19 @@ def conv_update(x_padded: Tensor, u: Tensor, post: Tensor, weight: Tensor) -> Te
     """
     K, C, kh, kw = weight.shape
     patches = F.unfold(x_padded, (kh, kw)).transpose(1, 2).reshape(-1, C * kh * kw)  # (B*L, C*k*k)
-    hebb = post.transpose(0, 1).reshape(K, -1) @ patches  # one product, inner dimension B*L
+    post_flat = post.transpose(0, 1).reshape(K, -1)
+    if compute_dtype is not None:
+        patches, post_flat = patches.to(compute_dtype), post_flat.to(compute_dtype)
+    hebb = (post_flat @ patches).to(weight.dtype)  # one product, inner dimension B*L
     decay = (post * u).sum(dim=(0, 2, 3))  # (K,)
     return hebb.reshape(weight.shape) - decay.view(K, 1, 1, 1) * weight
+
+
+def conv_forward(x_padded: Tensor, weight: Tensor, compute_dtype=None) -> Tensor:
+    """``u = conv2d(x_padded, W)`` (stride 1, no bias), optionally computed in ``compute_dtype``."""
+    if compute_dtype is None:
+        return F.conv2d(x_padded, weight)
+    return F.conv2d(x_padded.to(compute_dtype), weight.to(compute_dtype)).to(weight.dtype)
 
 
 def linear_update(x: Tensor, u: Tensor, post: Tensor, weight: Tensor) -> Tensor:
@@ -118,17 +130,20 @@ def conv_step(
     rule: str = "softhebb",
     normalisation: str = "global",
     transform=None,
+    compute_dtype=None,
 ) -> tuple[Tensor, Tensor]:
     """One full convolutional plasticity step: returns ``(u, dW)`` with ``W_new = W + dW``.
 
     ``transform`` optionally maps the raw ``u`` before the WTA and the update (the code's
-    ``pre_triangle``, SPEC.md §2.9); ``u`` returned is the transformed one.
+    ``pre_triangle``, SPEC.md §2.9); ``u`` returned is the transformed one. ``compute_dtype`` is the
+    dtype of the two large products (forward convolution and Hebbian term); the rest stays in the
+    weights' dtype.
     """
-    u = F.conv2d(x_padded, weight)
+    u = conv_forward(x_padded, weight, compute_dtype)
     if transform is not None:
         u = transform(u)
     post = signed_post(u, inverse_temperature, rule)
-    delta = normalise_update(conv_update(x_padded, u, post, weight), normalisation)
+    delta = normalise_update(conv_update(x_padded, u, post, weight, compute_dtype), normalisation)
     return u, scaled_step(weight, delta, lr, lr_power)
 
 

@@ -75,7 +75,8 @@ def load_checkpoint(path: Path, device=None) -> tuple[SoftHebbNet, dict, dict, d
     for name, tensor in state["net"].items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"checkpoint {path} holds non-finite values in {name!r}")
-    net = SoftHebbNet(config["preset"], rule=config["rule"], normalisation=config.get("normalisation", "global"))
+    net = SoftHebbNet(config["preset"], rule=config["rule"], normalisation=config.get("normalisation", "global"),
+                      precision=config.get("precision", "fp32"))
     try:
         net.load_state_dict(state["net"])
     except RuntimeError as err:
@@ -137,8 +138,8 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(config["seed"])
-        net = SoftHebbNet(config["preset"], rule=config["rule"],
-                          normalisation=config.get("normalisation", "global"), device=device)
+        net = SoftHebbNet(config["preset"], rule=config["rule"], normalisation=config.get("normalisation", "global"),
+                          device=device, precision=config.get("precision", "fp32"))
         progress_state, optimizer_state = {"blocks_done": 0, "readout_epoch": 0, "history": []}, None
         write_json(out / "config.json", config)
     if synapse_factory is not None:
