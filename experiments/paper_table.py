@@ -19,9 +19,9 @@ from rate_decoder.run import CheckpointError, run, write_json
 
 # (dataset preset, layers, rule, normalisation, paper figure or None)
 SETS = {
-    "cifar10-depth": [("cifar10", 1, "softhebb", "global", 71.1), ("cifar10", 2, "softhebb", "global", 77.7),
-                      ("cifar10", 3, "softhebb", "global", 80.31), ("cifar10", 1, "random", "global", None),
-                      ("cifar10", 2, "random", "global", None), ("cifar10", 3, "random", "global", None)],
+    "cifar10-depth": [("cifar10", 1, "softhebb", "global", 71.1), ("cifar10", 1, "random", "global", None),
+                      ("cifar10", 2, "softhebb", "global", 77.7), ("cifar10", 2, "random", "global", None),
+                      ("cifar10", 3, "softhebb", "global", 80.31), ("cifar10", 3, "random", "global", None)],
     "baselines": [("cifar10", 3, "hardwta", "global", None), ("cifar10", 3, "backprop", "global", 83.97)],
     "mnist": [("mnist", 3, "softhebb", "global", 99.35)],
     "local-rule": [("mnist", 1, "softhebb", "none", None), ("mnist", 3, "softhebb", "none", None),
