@@ -24,7 +24,8 @@ import torch
 
 from .data import load_dataset
 from .network import SoftHebbNet
-from .training import configure_cpu, extract_features, train_backprop, train_readout, train_unsupervised
+from .training import (accuracy, configure_cpu, extract_features, train_backprop, train_readout,
+                       train_unsupervised)
 
 CHECKPOINT_VERSION = 1
 
@@ -211,7 +212,5 @@ def evaluate(run_dir: str | os.PathLike, device=None, data_dir=None, n_test: int
     net.eval()
     if str(device or "cpu") == "cpu":
         configure_cpu()
-    from .training import accuracy
-
     feats = extract_features(net, data.x_test, device=device, progress=progress, desc="test features")
     return accuracy(net.head, feats, data.y_test, device)

@@ -59,10 +59,10 @@ def train_unsupervised(net: SoftHebbNet, images: Tensor, mode: str = "greedy", b
     normalize = net.preset.get("normalize", "none")
     order = unsupervised_order(len(images), seed)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if start_block >= len(net.blocks):
+        return
     stages = range(start_block, len(net.blocks)) if mode == "greedy" else [None]
     for stage in stages:
-        if mode == "simultaneous" and start_block >= len(net.blocks):
-            break
         net.set_learning_block("all" if stage is None else stage)
         label = "unsupervised (all layers)" if stage is None else f"unsupervised layer {stage + 1}/{len(net.blocks)}"
         with torch.no_grad():
