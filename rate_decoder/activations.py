@@ -8,16 +8,23 @@ from torch import Tensor, nn
 def triangle(u: Tensor, power: float = 1.0, dim: int = 1) -> Tensor:
     r"""Triangle: :math:`a_k = \max(u_k - \bar u, 0)^p`, with :math:`\bar u` the mean over channels at each position.
 
-    The mean is detached, as in the reference code; it matters only for backpropagation.
+    The mean is detached, as in the reference code; it matters only for backpropagation. Without
+    autograd the rectification and the power run in place on the one fresh tensor ``u - mean``.
     """
-    a = torch.relu(u - u.mean(dim=dim, keepdim=True).detach())
-    return a if power == 1.0 else a.pow(power)
+    a = u - u.mean(dim=dim, keepdim=True).detach()
+    if torch.is_grad_enabled() and a.requires_grad:
+        a = torch.relu(a)
+        return a if power == 1.0 else a.pow(power)
+    a.relu_()
+    return a if power == 1.0 else a.pow_(power)
 
 
 def repu(u: Tensor, power: float = 1.0) -> Tensor:
     r"""Rectified power unit :math:`a = \max(u, 0)^p`."""
     a = torch.relu(u)
-    return a if power == 1.0 else a.pow(power)
+    if power == 1.0:
+        return a
+    return a.pow(power) if torch.is_grad_enabled() and a.requires_grad else a.pow_(power)
 
 
 class Triangle(nn.Module):

@@ -150,12 +150,22 @@ class Block(nn.Module):
         self.pool = parse_pool(spec["pool"])
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.activation(self.conv(self.bn(x))))
+        return self._pool(self.activation(self.conv(self.bn(x))))
 
     @torch.no_grad()
     def learn(self, x: Tensor) -> Tensor:
         """One unsupervised step on ``x``; returns the block's output computed with the pre-step weights."""
-        return self.pool(self.activation(self.conv.hebbian_step(self.bn(x))))
+        return self._pool(self.activation(self.conv.hebbian_step(self.bn(x))))
+
+    def _pool(self, a: Tensor) -> Tensor:
+        """Pooling through a channels-last copy on CPU, result back in the default layout.
+
+        On this CPU, max pooling a (10, 96, 32, 32) batch took 5.5 ms in NCHW and 0.3 ms in
+        channels-last (1.7 ms with the conversion): a tenth of the unsupervised step's time otherwise.
+        """
+        if a.device.type != "cpu":
+            return self.pool(a)
+        return self.pool(a.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class SoftHebbNet(nn.Module):

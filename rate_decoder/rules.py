@@ -35,17 +35,50 @@ def soft_wta(u: Tensor, inverse_temperature: float, dim: int = 1) -> Tensor:
 def signed_post(u: Tensor, inverse_temperature: float, rule: str = "softhebb", dim: int = 1) -> Tensor:
     """Signed post-synaptic activity ``y~`` of the chosen rule (see the module docstring).
 
-    The winner is the argmax of the raw ``u`` (first index on ties), as in SPEC.md §2.3.
+    The winner is the argmax of the raw ``u`` (first index on ties), as in SPEC.md §2.3. The winner
+    is written with one scatter instead of a one-hot mask: a one-hot of ``K x B*L`` int64 was a third
+    of the plasticity step's time in the first CIFAR layer.
     """
     if rule not in RULES:
         raise ValueError(f"unknown plasticity rule {rule!r}; choose one of {RULES}")
-    winner = F.one_hot(u.argmax(dim=dim), u.shape[dim]).movedim(-1, dim).to(u.dtype)
+    winner = u.argmax(dim=dim, keepdim=True)
     if rule == "hardwta":
-        return winner
+        return torch.zeros_like(u).scatter_(dim, winner, 1.0)
     y = soft_wta(u, inverse_temperature, dim=dim)
     if rule == "soft":
         return y
-    return y * (2.0 * winner - 1.0)
+    y_winner = y.gather(dim, winner)
+    return y.neg_().scatter_(dim, winner, y_winner)  # y is a fresh tensor: in place is safe
+
+
+def _product(a: Tensor, b: Tensor, compute_dtype=None) -> Tensor:
+    """``a @ b`` in ``compute_dtype`` (fp32 accumulation), returned in ``a``'s dtype."""
+    if compute_dtype is None:
+        return a @ b
+    return (a.to(compute_dtype) @ b.to(compute_dtype)).to(a.dtype)
+
+
+def unfold_patches(x_padded: Tensor, kernel_size: int) -> Tensor:
+    """All ``k x k`` patches of a padded batch as rows ``(B*H*W, C*k*k)``, positions in row-major order.
+
+    One strided gather; ``F.unfold`` followed by the transpose to rows took 2.5-8x longer here.
+    """
+    C, k = x_padded.shape[1], kernel_size
+    windows = x_padded.unfold(2, k, 1).unfold(3, k, 1)  # (B, C, H, W, k, k), a view
+    return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, C * k * k)
+
+
+def linear_update(x: Tensor, u: Tensor, post: Tensor, weight: Tensor, compute_dtype=None) -> Tensor:
+    r"""Raw update :math:`D = \tilde Y^T X - \mathrm{diag}(\sum_b \tilde y_{bk} u_{bk}) W` (SPEC.md §2.4, §8).
+
+    Shapes: ``x (N, D)``, ``u`` and ``post`` ``(N, K)``, ``weight (K, D)``; returns a fresh ``(K, D)``.
+    A convolution is this rule on its patches (``x`` = :func:`unfold_patches`, ``N = B*H*W``): the
+    Hebbian term is then one matrix product with inner dimension ``B*H*W``, which on a 2-core CPU ran
+    at 1.5-3x the speed of the swapped convolution of SPEC.md §2.4 for the deeper CIFAR layers.
+    ``compute_dtype`` (e.g. ``torch.bfloat16``) is the dtype of that product's operands.
+    """
+    delta = _product(post.T.contiguous(), x, compute_dtype)  # a contiguous left operand: ~10 % faster GEMM
+    return delta.addcmul_((post * u).sum(0)[:, None], weight, value=-1.0)
 
 
 def conv_update(x_padded: Tensor, u: Tensor, post: Tensor, weight: Tensor, compute_dtype=None) -> Tensor:
@@ -58,24 +91,15 @@ def conv_update(x_padded: Tensor, u: Tensor, post: Tensor, weight: Tensor, compu
         u: pre-activations ``(B, K, H, W)`` (stride 1, so ``H = Hp - k + 1``).
         post: signed post-synaptic activity ``y~``, same shape as ``u``.
         weight: ``(K, C, k, k)``, the weights before the step.
-        compute_dtype: dtype of the large product (e.g. ``torch.bfloat16``: ~2x faster on CPUs with
-            AVX512-BF16, fp32 accumulation); ``None`` computes in the weights' dtype.
+        compute_dtype: dtype of the large product (``None``: the weights' dtype).
 
     Returns:
         ``D`` with the shape of ``weight`` (no normalisation, no learning rate).
-
-    The Hebbian term is one matrix product of the unfolded patches with ``y~`` (SPEC.md §2.4 gives
-    the equivalent swapped convolution); on a 2-core CPU the single product with inner dimension
-    ``B*L`` ran at 1.5-3x the speed of the swapped convolution for the deeper CIFAR layers.
     """
-    K, C, kh, kw = weight.shape
-    patches = F.unfold(x_padded, (kh, kw)).transpose(1, 2).reshape(-1, C * kh * kw)  # (B*L, C*k*k)
-    post_flat = post.transpose(0, 1).reshape(K, -1)
-    if compute_dtype is not None:
-        patches, post_flat = patches.to(compute_dtype), post_flat.to(compute_dtype)
-    hebb = (post_flat @ patches).to(weight.dtype)  # one product, inner dimension B*L
-    decay = (post * u).sum(dim=(0, 2, 3))  # (K,)
-    return hebb.reshape(weight.shape) - decay.view(K, 1, 1, 1) * weight
+    K = weight.shape[0]
+    rows = lambda t: t.permute(0, 2, 3, 1).reshape(-1, K)  # noqa: E731  (B, K, H, W) -> (B*H*W, K)
+    patches = unfold_patches(x_padded, weight.shape[-1])
+    return linear_update(patches, rows(u), rows(post), weight.reshape(K, -1), compute_dtype).view_as(weight)
 
 
 def conv_forward(x_padded: Tensor, weight: Tensor, compute_dtype=None) -> Tensor:
@@ -85,21 +109,19 @@ def conv_forward(x_padded: Tensor, weight: Tensor, compute_dtype=None) -> Tensor
     return F.conv2d(x_padded.to(compute_dtype), weight.to(compute_dtype)).to(weight.dtype)
 
 
-def linear_update(x: Tensor, u: Tensor, post: Tensor, weight: Tensor) -> Tensor:
-    r"""Raw fully connected update :math:`D = \tilde Y^T X - \mathrm{diag}(\sum_b \tilde y_{bk} u_{bk}) W` (SPEC.md §8).
-
-    Shapes: ``x (B, D)``, ``u`` and ``post`` ``(B, K)``, ``weight (K, D)``.
-    """
-    return post.T @ x - (post * u).sum(0)[:, None] * weight
+def update_divisor(delta: Tensor, normalisation: str = "global") -> Tensor | float:
+    """``max |D| + 1e-30`` over the whole layer (``"global"``, SPEC.md §2.5) or ``1`` (``"none"``)."""
+    if normalisation == "global":
+        low, high = torch.aminmax(delta)  # one pass, no |D| temporary (20x faster than vector_norm(inf) here)
+        return torch.maximum(high, -low) + 1e-30
+    if normalisation == "none":
+        return 1.0
+    raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
 
 
 def normalise_update(delta: Tensor, normalisation: str = "global") -> Tensor:
-    """Divide by the layer-wide ``max |D| + 1e-30`` (``"global"``) or leave as is (``"none"``)."""
-    if normalisation == "global":
-        return delta / (delta.abs().max() + 1e-30)
-    if normalisation == "none":
-        return delta
-    raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+    """``delta`` divided by :func:`update_divisor`."""
+    return delta / update_divisor(delta, normalisation)
 
 
 def neuron_norms(weight: Tensor) -> Tensor:
@@ -115,10 +137,28 @@ def norm_learning_rate(weight: Tensor, lr: float, power: float) -> Tensor:
     return lr * ((neuron_norms(weight) - 1.0).abs() + 1e-10) ** power
 
 
-def scaled_step(weight: Tensor, delta: Tensor, lr: float, power: float) -> Tensor:
-    """The weight change ``eta_k * D_k`` to add to ``weight`` (the learning rate from the pre-step weights)."""
-    eta = norm_learning_rate(weight, lr, power)
-    return eta.view(-1, *([1] * (weight.dim() - 1))) * delta
+def plastic_update(
+    x: Tensor,
+    u: Tensor,
+    weight: Tensor,
+    inverse_temperature: float,
+    lr: float,
+    lr_power: float,
+    rule: str = "softhebb",
+    normalisation: str = "global",
+    compute_dtype=None,
+) -> Tensor:
+    """The weight change ``dW`` of neurons ``weight (K, D)`` that saw inputs ``x (N, D)`` and computed ``u (N, K)``.
+
+    The WTA of ``rule``, the raw update of :func:`linear_update`, its normalisation and the
+    per-neuron rate: ``W_new = W + eta_k D_k / max|D|``. The update is scaled in place in its own
+    fresh buffer, so a step makes ~3 passes over the weights instead of ~7 (it matters for the
+    5.3M-weight CIFAR layer).
+    """
+    post = signed_post(u, inverse_temperature, rule, dim=-1)
+    delta = linear_update(x, u, post, weight, compute_dtype)
+    scale = norm_learning_rate(weight, lr, lr_power) / update_divisor(delta, normalisation)
+    return delta.mul_(scale[:, None])
 
 
 def conv_step(
@@ -134,17 +174,19 @@ def conv_step(
 ) -> tuple[Tensor, Tensor]:
     """One full convolutional plasticity step: returns ``(u, dW)`` with ``W_new = W + dW``.
 
-    ``transform`` optionally maps the raw ``u`` before the WTA and the update (the code's
-    ``pre_triangle``, SPEC.md §2.9); ``u`` returned is the transformed one. ``compute_dtype`` is the
-    dtype of the two large products (forward convolution and Hebbian term); the rest stays in the
-    weights' dtype.
+    A convolution is :func:`plastic_update` applied to its patches: every position of every image
+    is one input row. ``transform`` optionally maps the raw ``u`` before the WTA and the update (the
+    code's ``pre_triangle``, SPEC.md §2.9); ``u`` returned is the transformed one. ``compute_dtype``
+    is the dtype of the two large products; the rest stays in the weights' dtype.
     """
-    u = conv_forward(x_padded, weight, compute_dtype)
+    u = conv_forward(x_padded, weight, compute_dtype)  # oneDNN's convolution beat unfold + GEMM here
     if transform is not None:
         u = transform(u)
-    post = signed_post(u, inverse_temperature, rule)
-    delta = normalise_update(conv_update(x_padded, u, post, weight, compute_dtype), normalisation)
-    return u, scaled_step(weight, delta, lr, lr_power)
+    K = weight.shape[0]
+    u_rows = u.permute(0, 2, 3, 1).reshape(-1, K)
+    dw = plastic_update(unfold_patches(x_padded, weight.shape[-1]), u_rows, weight.reshape(K, -1),
+                        inverse_temperature, lr, lr_power, rule, normalisation, compute_dtype)
+    return u, dw.view_as(weight)
 
 
 def linear_step(
@@ -158,6 +200,4 @@ def linear_step(
 ) -> tuple[Tensor, Tensor]:
     """One fully connected plasticity step on ``x (B, D)``: returns ``(u, dW)``."""
     u = x @ weight.T
-    post = signed_post(u, inverse_temperature, rule, dim=1)
-    delta = normalise_update(linear_update(x, u, post, weight), normalisation)
-    return u, scaled_step(weight, delta, lr, lr_power)
+    return u, plastic_update(x, u, weight, inverse_temperature, lr, lr_power, rule, normalisation)

@@ -9,8 +9,11 @@ from rate_decoder import rules
 from rate_decoder.layers import SoftHebbConv2d, SoftHebbLinear
 
 
-def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global"):
-    """Loop over samples, positions, neurons and synapses; numpy float64, nothing vectorised."""
+def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global", pre_triangle=False):
+    """Loop over samples, positions, neurons and synapses; numpy float64, nothing vectorised.
+
+    ``pre_triangle`` replaces u by max(u - mean over neurons, 0) before the WTA and the update (SPEC.md §2.9).
+    """
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     B, C, H, W = x.shape
@@ -23,6 +26,8 @@ def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global")
             for j in range(W):
                 patch = xp[b, :, i:i + k, j:j + k]
                 u = np.array([np.sum(w[n] * patch) for n in range(K)])
+                if pre_triangle:
+                    u = np.maximum(u - u.mean(), 0.0)
                 winner = int(np.argmax(u))
                 e = np.exp(t * (u - u.max()))
                 y = e / e.sum()
@@ -48,15 +53,18 @@ def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global")
 
 @pytest.mark.parametrize("rule", ["softhebb", "soft", "hardwta"])
 @pytest.mark.parametrize("normalisation", ["global", "none"])
-def test_hebbian_step_matches_loop_reference(rule, normalisation):
+@pytest.mark.parametrize("pre_triangle", [False, True])
+def test_hebbian_step_matches_loop_reference(rule, normalisation, pre_triangle):
     torch.manual_seed(1)
     layer = SoftHebbConv2d(2, 4, 3, inverse_temperature=0.7, lr=0.05, lr_power=0.5, rule=rule,
-                           normalisation=normalisation, radius=1.5, dtype=torch.float64)
+                           normalisation=normalisation, radius=1.5, pre_triangle=pre_triangle, dtype=torch.float64)
     x = torch.randn(3, 2, 5, 4, dtype=torch.float64)
     w0 = layer.weight.detach().clone()
-    expected = reference_conv_step(x.numpy(), w0.numpy(), 0.7, 0.05, 0.5, rule, normalisation)
+    expected = reference_conv_step(x.numpy(), w0.numpy(), 0.7, 0.05, 0.5, rule, normalisation, pre_triangle)
+    u_before = layer(x)  # the forward with the pre-step weights
     u = layer.hebbian_step(x)
-    assert u.shape == (3, 4, 5, 4)
+    assert u.shape == (3, 4, 5, 4) and u.is_contiguous()
+    torch.testing.assert_close(u, u_before, rtol=0, atol=1e-12)
     np.testing.assert_allclose(layer.weight.detach().numpy(), expected, rtol=0, atol=1e-10)
     # the step really moved the weights (the test would pass vacuously otherwise)
     assert (layer.weight.detach() - w0).abs().max() > 1e-3
