@@ -80,14 +80,19 @@ def train_unsupervised(net: SoftHebbNet, images: Tensor, mode: str = "greedy", b
 
 
 @torch.no_grad()
-def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int = 500, device=None, dtype=torch.float16,
-                     progress: bool = True, desc: str = "features") -> Tensor:
+def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int | None = None, device=None,
+                     dtype=torch.float16, progress: bool = True, desc: str = "features") -> Tensor:
     """Flattened features (C, H, W order) of all images, every block in eval mode, stored on the CPU.
+
+    ``batch_size`` defaults to 50 on CPU (the activations stay in cache: 200 images/s on the
+    CIFAR-10 network here against 120-140 at 500) and 500 on a GPU.
 
     fp16 halves the cache (CIFAR-10: 2.5 GB instead of 4.9 GB). Values beyond fp16's range would turn
     to inf, so that is checked and the cache falls back to fp32 rather than holding garbage.
     """
     check_images(images[:1], net)
+    if batch_size is None:
+        batch_size = 500 if torch.device(device or "cpu").type == "cuda" else 50
     was_training = net.training
     net.eval()
     normalize = net.preset.get("normalize", "none")
@@ -105,7 +110,7 @@ def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int = 500, de
     return out
 
 
-_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
+_BIT_MASKS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def feature_dropout(x: Tensor, p: float) -> Tensor:
@@ -113,7 +118,7 @@ def feature_dropout(x: Tensor, p: float) -> Tensor:
 
     For ``p = 0.5`` the keep-mask is the bits of random 64-bit words: one random draw per 64
     features instead of one per feature. ``F.dropout`` spent ~29 ms per 64 x 24,576 batch here (its
-    Bernoulli sampler), which made the 50-epoch CIFAR readout take 16 minutes; this takes ~2 ms.
+    Bernoulli sampler), which made the 50-epoch CIFAR readout take 16 minutes; this takes ~1.3 ms.
     """
     if p == 0.0:
         return x
@@ -121,8 +126,8 @@ def feature_dropout(x: Tensor, p: float) -> Tensor:
         return F.dropout(x, p, training=True)
     n = x.numel()
     words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64)
-    keep = ((words.view(torch.uint8)[:, None] >> _BIT_SHIFTS) & 1).view(-1)[:n].view(x.shape)
-    return x * keep * 2.0
+    keep = words.view(torch.uint8)[:, None].bitwise_and(_BIT_MASKS).view(-1)[:n].view(x.shape).bool()
+    return x.mul(2.0).mul_(keep)
 
 
 def halving_epochs(epochs: int) -> set[int]:
@@ -170,7 +175,7 @@ def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor
         total_loss, correct = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            f = train_features[idx].to(device, torch.float32)
+            f = train_features.index_select(0, idx).to(device, torch.float32)  # 3x faster than [idx] here
             y = train_labels[idx].to(device)
             logits = head(feature_dropout(f, p_drop))
             loss = F.cross_entropy(logits, y)
