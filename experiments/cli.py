@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from rate_decoder.data import DataError
+from rate_decoder.layers import NORMALISATIONS
 from rate_decoder.network import RULE_CHOICES, available_presets, load_preset
 from rate_decoder.run import CheckpointError, evaluate, run
 from rate_decoder.training import MODES
@@ -84,8 +85,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--mode", choices=MODES, default="greedy")
     t.add_argument("--rule", choices=RULE_CHOICES, default="softhebb",
                    help="softhebb (paper), soft (no anti-Hebbian), hardwta, random (no unsupervised phase), backprop")
-    t.add_argument("--normalisation", choices=("global", "none"), default="global",
-                   help="global max-normalisation of the update (paper) or none (the local variant spikes can compute)")
+    t.add_argument("--normalisation", choices=NORMALISATIONS, default="global",
+                   help="global: max-normalisation of each update (paper); fixed: a constant gain calibrated on the "
+                        "first batch (the local variant a chip or a spiking network can compute); none: raw batch sum")
     t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="dtype of the Hebbian layers' convolutions and plasticity products (bf16: ~2x faster "
                         "on CPUs with AVX512-BF16; weights and updates stay fp32)")

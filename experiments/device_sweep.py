@@ -7,7 +7,10 @@
 For every synapse model the Hebbian layers learn through the device (``layer.attach_synapse``), the
 readout is trained at programming time, and the test accuracy is measured on the weights read
 back after 1 s, 1 h, 1 day and 1 year of drift, with and without global drift compensation
-(``hardware_models.GlobalDriftCompensation``). Writes ``devices.json``, ``devices.md`` and a PNG.
+(``hardware_models.GlobalDriftCompensation``). Writes ``devices.json``, ``devices.md``, the drift
+figure ``devices_drift.png`` and, when linear devices were swept, ``devices_states.png`` (accuracy
+against the number of states). ``devices.json`` is rewritten after every model, and a rerun with the
+same ``--out`` skips the models already in it, so an interrupted sweep resumes.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def evaluate_synapse(spec, preset, data, args) -> dict:
     history = train_readout(net, feats[0], data.y_train, feats[1], data.y_test, args.readout_epochs or
                             preset["readout"]["epochs"], preset["readout"]["batch_size"], preset["readout"]["lr"],
                             progress=False)
-    row = {"synapse": spec, "test_acc": history[-1]["test_acc"], "pulses": sum(int(d.pulses) for d in devices),
+    row = {"synapse": spec, "readout_epochs": args.readout_epochs, "test_acc": history[-1]["test_acc"], "pulses": sum(int(d.pulses) for d in devices),
            "train_s": time.perf_counter() - t, "drift": {}}
     compensations = [hardware_models.GlobalDriftCompensation(d) for d in devices]
     for c in compensations:
@@ -77,9 +80,19 @@ def main(argv=None):
     data = load_dataset(preset["dataset"], image_size=preset["image_size"]).subset(args.n_train, args.n_test)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if (out / "devices.json").exists():
+        previous = json.loads((out / "devices.json").read_text())
+        if previous.get("preset") == preset["name"] and previous.get("n_train") == len(data.x_train):
+            done = {r["synapse"]: r for r in previous["rows"]
+                    if r.get("readout_epochs", args.readout_epochs) == args.readout_epochs}
     rows = []
     for spec in args.synapses:
-        rows.append(evaluate_synapse(spec, preset, data, args))
+        if spec in done:
+            print(f"{spec}: already in {out / 'devices.json'}", flush=True)
+            rows.append(done[spec])
+        else:
+            rows.append(evaluate_synapse(spec, preset, data, args))
         write_json(out / "devices.json", {"preset": preset["name"], "n_train": len(data.x_train),
                                           "n_test": len(data.x_test), "rows": rows})
     header = "| synapse | test acc % | " + " | ".join(f"{k} raw / comp." for k in DRIFT_TIMES) + " | pulses |"
@@ -105,6 +118,21 @@ def main(argv=None):
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(out / "devices_drift.png", lambda tmp: fig.savefig(tmp, format="png"))
+    linear = sorted((hardware_models.make_synapse(r["synapse"]).levels, 100 * r["test_acc"]) for r in rows
+                    if r["synapse"].startswith("linear"))
+    if linear:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot([n for n, _ in linear], [a for _, a in linear], "o-", label="linear N states")
+        for r in rows:
+            if r["synapse"] == "ideal":
+                ax.axhline(100 * r["test_acc"], color="k", ls="--", lw=1, label="ideal (float)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("states per device")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{preset['name']}: accuracy against device resolution")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        atomic_write(out / "devices_states.png", lambda tmp: fig.savefig(tmp, format="png"))
 
 
 if __name__ == "__main__":

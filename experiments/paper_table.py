@@ -3,7 +3,7 @@
     python -m experiments.paper_table --set cifar10-depth   # SoftHebb and random weights at depth 1, 2, 3
     python -m experiments.paper_table --set baselines       # hard WTA and backprop at depth 3
     python -m experiments.paper_table --set mnist           # MNIST, 3 layers
-    python -m experiments.paper_table --set local-rule      # the local (no max-normalisation) variant
+    python -m experiments.paper_table --set local-rule      # the local variant (fixed gain, no per-batch max)
 
 Each configuration is a normal run directory under ``--runs`` (so an interrupted sweep resumes);
 the table of finished runs is written to ``<runs>/paper_table.md`` and ``.json``.
@@ -24,13 +24,13 @@ SETS = {
                       ("cifar10", 3, "softhebb", "global", 80.31), ("cifar10", 3, "random", "global", None)],
     "baselines": [("cifar10", 3, "hardwta", "global", None), ("cifar10", 3, "backprop", "global", 83.97)],
     "mnist": [("mnist", 3, "softhebb", "global", 99.35)],
-    "local-rule": [("mnist", 1, "softhebb", "none", None), ("mnist", 3, "softhebb", "none", None),
-                   ("cifar10", 1, "softhebb", "none", None), ("cifar10", 3, "softhebb", "none", None)],
+    "local-rule": [("mnist", 1, "softhebb", "fixed", None), ("cifar10", 1, "softhebb", "fixed", None),
+                   ("mnist", 3, "softhebb", "fixed", None), ("cifar10", 3, "softhebb", "fixed", None)],
 }
 
 
 def run_name(preset: str, layers: int, rule: str, normalisation: str, seed: int) -> str:
-    return f"{preset}_L{layers}_{rule}" + ("_local" if normalisation == "none" else "") + f"_s{seed}"
+    return f"{preset}_L{layers}_{rule}" + ("" if normalisation == "global" else f"_{normalisation}") + f"_s{seed}"
 
 
 def main(argv=None):

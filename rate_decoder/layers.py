@@ -10,6 +10,9 @@ from torch import Tensor, nn
 from . import rules
 from .activations import triangle
 
+#: update normalisations of the layers: the rule's own (``rules.NORMALISATIONS``) plus ``"fixed"``
+NORMALISATIONS = ("global", "fixed", "none")
+
 
 def _check_input(x: Tensor, dims: int, channels: int, name: str) -> None:
     if not isinstance(x, Tensor):
@@ -32,8 +35,8 @@ class _Plastic(nn.Module):
     def _setup(self, inverse_temperature, lr, lr_power, rule, normalisation, radius, synapse):
         if rule not in rules.RULES:
             raise ValueError(f"unknown plasticity rule {rule!r}; choose one of {rules.RULES}")
-        if normalisation not in rules.NORMALISATIONS:
-            raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {rules.NORMALISATIONS}")
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
         for name, value in (("inverse_temperature", inverse_temperature), ("lr", lr), ("radius", radius)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
@@ -44,6 +47,24 @@ class _Plastic(nn.Module):
         self.normalisation = normalisation
         self.radius = float(radius)
         self.synapse = synapse
+        if normalisation == "fixed":  # 0 until the first batch calibrates it; saved with the weights
+            self.register_buffer("fixed_divisor", torch.zeros((), dtype=torch.float64))
+
+    def _rule_args(self, raw_update) -> tuple[float, str]:
+        """``(lr, normalisation)`` to hand to the pure rule for the next step.
+
+        ``"fixed"`` is the local variant that still learns at the paper's pace: the update is
+        divided by a constant gain instead of the batch's ``max |D|``. The constant is ``max |D|`` of
+        the first batch (so the first step equals the paper's), computed once by ``raw_update()``
+        and frozen; after that every synapse's change depends only on its own pre- and
+        post-synaptic activity and its neuron's norm, as on a chip with a programmed gain.
+        ``"none"`` leaves the raw sum over the batch: the caller picks a small ``lr``.
+        """
+        if self.normalisation != "fixed":
+            return self.lr, self.normalisation
+        if self.fixed_divisor.item() == 0.0:
+            self.fixed_divisor.fill_(float(rules.update_divisor(raw_update(), "global")))
+        return self.lr / self.fixed_divisor.item(), "none"
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Normal initialisation with std ``radius / sqrt(fan_in)``, so that ``E|w_k|^2 = radius^2`` (SPEC.md §2.8)."""
@@ -96,7 +117,8 @@ class SoftHebbConv2d(_Plastic):
         inverse_temperature: ``t`` of the soft WTA ``softmax(t u)``.
         lr, lr_power: base learning rate ``eta`` and exponent ``q`` of ``eta (| |w_k| - 1 | + 1e-10)^q``.
         rule: ``"softhebb"`` (soft anti-Hebbian), ``"soft"`` or ``"hardwta"``.
-        normalisation: ``"global"`` (paper) or ``"none"`` (local variant).
+        normalisation: ``"global"`` (paper), ``"fixed"`` (local: a constant gain calibrated on the
+            first batch) or ``"none"`` (local, raw batch sum: pair it with a small ``lr``).
         radius: initial expected weight norm (25 in the paper).
         pre_triangle: apply Triangle(1) to ``u`` before the WTA and the output (SPEC.md §2.9).
         synapse: device backend for the weight changes (``None``: exact float).
@@ -145,9 +167,16 @@ class SoftHebbConv2d(_Plastic):
     @torch.no_grad()
     def compute_update(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(u, dW)`` for the batch ``x`` without applying it (for simultaneous training)."""
-        return rules.conv_step(self.pad(x), self.weight.detach(), self.inverse_temperature, self.lr,
-                               self.lr_power, self.rule, self.normalisation, self._transform(),
-                               self.compute_dtype)
+        xp, w = self.pad(x), self.weight.detach()
+
+        def raw_update():
+            u = rules.conv_forward(xp, w)
+            u = triangle(u, 1.0) if self.pre_triangle else u
+            return rules.conv_update(xp, u, rules.signed_post(u, self.inverse_temperature, self.rule), w)
+
+        lr, normalisation = self._rule_args(raw_update)
+        return rules.conv_step(xp, w, self.inverse_temperature, lr, self.lr_power, self.rule, normalisation,
+                               self._transform(), self.compute_dtype)
 
     @torch.no_grad()
     def hebbian_step(self, x: Tensor) -> Tensor:
@@ -185,8 +214,14 @@ class SoftHebbLinear(_Plastic):
     @torch.no_grad()
     def compute_update(self, x: Tensor) -> tuple[Tensor, Tensor]:
         _check_input(x, 2, self.in_features, "SoftHebbLinear")
-        return rules.linear_step(x, self.weight.detach(), self.inverse_temperature, self.lr, self.lr_power,
-                                 self.rule, self.normalisation)
+        w = self.weight.detach()
+
+        def raw_update():
+            u = x @ w.T
+            return rules.linear_update(x, u, rules.signed_post(u, self.inverse_temperature, self.rule, dim=-1), w)
+
+        lr, normalisation = self._rule_args(raw_update)
+        return rules.linear_step(x, w, self.inverse_temperature, lr, self.lr_power, self.rule, normalisation)
 
     @torch.no_grad()
     def hebbian_step(self, x: Tensor) -> Tensor:

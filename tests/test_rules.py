@@ -168,3 +168,27 @@ def test_bf16_products_stay_close_to_fp32():
              + (post * u).sum((0, 2, 3)).abs().view(-1, 1, 1, 1) * w.abs())
     assert ((d16 - d32).abs() / scale).max() < 2 * 2**-8
     assert (d16 - d32).abs().max() > 0  # it really computed in bf16
+
+
+def test_fixed_normalisation_is_global_first_then_a_frozen_gain():
+    """``"fixed"``: the first step equals the paper's; later steps divide by that first max|D|, frozen."""
+    torch.manual_seed(0)
+    kw = dict(inverse_temperature=0.7, lr=0.05, lr_power=0.5, radius=1.5, dtype=torch.float64)
+    fixed, paper = SoftHebbConv2d(2, 4, 3, normalisation="fixed", **kw), SoftHebbConv2d(2, 4, 3, **kw)
+    paper.weight.data.copy_(fixed.weight)
+    x1, x2 = torch.randn(3, 2, 5, 4, dtype=torch.float64), 3 * torch.randn(3, 2, 5, 4, dtype=torch.float64)
+    w0 = fixed.weight.detach().clone()
+    fixed.hebbian_step(x1), paper.hebbian_step(x1)
+    torch.testing.assert_close(fixed.weight, paper.weight, rtol=0, atol=1e-12)
+    d1 = rules.conv_update(fixed.pad(x1), rules.conv_forward(fixed.pad(x1), w0),
+                           rules.signed_post(rules.conv_forward(fixed.pad(x1), w0), 0.7), w0)
+    assert fixed.fixed_divisor.item() == pytest.approx(d1.abs().max().item(), rel=1e-12)
+    w1 = fixed.weight.detach().clone()
+    u = rules.conv_forward(fixed.pad(x2), w1)
+    d2 = rules.conv_update(fixed.pad(x2), u, rules.signed_post(u, 0.7), w1)
+    fixed.hebbian_step(x2)
+    expected = w1 + rules.norm_learning_rate(w1, 0.05, 0.5).view(-1, 1, 1, 1) * d2 / d1.abs().max()
+    torch.testing.assert_close(fixed.weight, expected, rtol=0, atol=1e-12)
+    # and it is not the global rule any more (x2's max|D| differs from x1's)
+    assert abs(d2.abs().max().item() / d1.abs().max().item() - 1) > 0.1
+    assert "fixed_divisor" in fixed.state_dict() and "fixed_divisor" not in paper.state_dict()
