@@ -40,10 +40,12 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
     ap.add_argument("--readout-epochs", type=int, help="override (for a quick look; the paper uses 50)")
+    ap.add_argument("--rules", nargs="+", help="only the configurations with these rules (e.g. hardwta)")
     ap.add_argument("--table-only", action="store_true", help="only collect finished runs into the table")
     args = ap.parse_args(argv)
     runs = Path(args.runs)
-    configs = [c for name in (SETS if args.set == "all" else [args.set]) for c in SETS[name]]
+    configs = [c for name in (SETS if args.set == "all" else [args.set]) for c in SETS[name]
+               if args.rules is None or c[2] in args.rules]
     if not args.table_only:
         for preset, layers, rule, normalisation, _ in configs:
             out = runs / run_name(preset, layers, rule, normalisation, args.seed)
