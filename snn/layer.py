@@ -217,7 +217,7 @@ class SpikingSoftHebb:
                  inverse_temperature: float = 1.0, lr: float = 1e-3, lr_power: float = 0.5,
                  rule: str = "softhebb", chunk: int = 1000, backend: str = "cpp_standalone",
                  weights: np.ndarray | None = None, radius: float = 25.0, seed: int | None = None,
-                 build_dir: str | os.PathLike | None = None):
+                 build_dir: str | os.PathLike | None = None, synapse=None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         if rule not in RULE_SIGNS:
@@ -235,6 +235,22 @@ class SpikingSoftHebb:
         self._net = None
         if backend == "cpp_standalone":
             check_compiler()
+        self.attach_synapse(synapse)
+
+    def attach_synapse(self, synapse) -> None:
+        """Hold the weights in a synaptic device model (``hardware_models.make_synapse``; ``None``: exact).
+
+        The device is programmed with the change the plastic events made over each run of ``chunk``
+        presentations (pulse counts by stochastic rounding, so the expected change is kept), and
+        the next run starts from the weights read back, with the device's noise and bounds. Each
+        plastic event of the Brian2 network stays a float update inside its run; a smaller ``chunk``
+        programs the device more often (one presentation at ``chunk=1``), at the cost of one
+        standalone run per chunk.
+        """
+        self.synapse = synapse
+        if synapse is not None:
+            import torch
+            self.weights = synapse.attach(torch.from_numpy(self.weights.copy())).numpy().astype(np.float64)
 
     def _check_weights(self, weights) -> np.ndarray:
         w = np.asarray(weights, dtype=np.float64)
@@ -340,6 +356,9 @@ class SpikingSoftHebb:
             stim = np.zeros((step, self.n_inputs))
             stim[:len(block)] = block
             w, si, st = self._run_chunk(stim, learn)
+            if self.synapse is not None and learn:
+                import torch
+                w = self.synapse.program(torch.from_numpy(w - self.weights)).numpy().astype(np.float64)
             self.weights = w
             pres = np.floor(st / t_present + 1e-9).astype(np.int64)
             keep = pres < len(block)

@@ -39,3 +39,30 @@ def test_runtime_backend_learns_in_the_rate_rule_direction():
     k = np.argmax(np.abs(expected).sum(1))  # the neuron with the largest expected update
     cos = d_rt[k] @ expected[k] / (np.linalg.norm(d_rt[k]) * np.linalg.norm(expected[k]))
     assert cos > 0.8
+
+
+def test_plastic_events_program_a_device():
+    """With a device attached, the weights a run leaves are the device's read-back of the programmed change."""
+    import torch
+
+    import hardware_models
+
+    rng = np.random.default_rng(5)
+    x = np.tile(rng.uniform(-1, 2, N_IN), (2, 1))
+    w0 = unit_rows(rng, 3.0)
+    levels = 8
+    device = hardware_models.make_synapse(f"linear{levels}", seed=0)
+    layer = SpikingSoftHebb(N_IN, K, chunk=2, backend="runtime", weights=w0, lr=0.5, synapse=device)
+    step = 2 * device.w_max / (levels - 1)
+    on_grid = lambda w: np.abs((w + device.w_max) / step - np.round((w + device.w_max) / step)).max()  # noqa: E731
+    assert on_grid(layer.weights) < 1e-9  # attach quantised the initial weights
+    w_attached = layer.weights.copy()
+    out = layer.present(x, learn=True)
+    assert device.pulses > 0 and not np.array_equal(out.weights, w_attached)  # learning went through the device
+    assert on_grid(out.weights) < 1e-9 and np.abs(out.weights).max() <= device.w_max + 1e-12
+    np.testing.assert_array_equal(out.weights, device.read().numpy())
+    # inference programs nothing
+    pulses = device.pulses
+    layer.present(x, learn=False)
+    assert device.pulses == pulses
+    assert torch.equal(device.read(), torch.from_numpy(out.weights))
