@@ -37,9 +37,9 @@ def patches(n_inputs: int, n: int, seed: int = 0) -> np.ndarray:
     return np.clip(data.random_patches(images, n, 5, seed=seed), -2.8, 2.8)
 
 
-def bench(n_inputs: int, n_neurons: int, n: int, params) -> dict:
+def bench(n_inputs: int, n_neurons: int, n: int, params, threads: int = 1) -> dict:
     x = patches(n_inputs, n)
-    layer = SpikingSoftHebb(n_inputs, n_neurons, params=params, chunk=n, lr=1e-3, seed=0)
+    layer = SpikingSoftHebb(n_inputs, n_neurons, params=params, chunk=n, lr=1e-3, seed=0, threads=threads)
     compile_s = layer.build()
     start = time.perf_counter()
     out = layer.present(x, learn=True)
@@ -48,7 +48,7 @@ def bench(n_inputs: int, n_neurons: int, n: int, params) -> dict:
     input_events = float(np.abs(x).sum() * float(params.input_rate) * t_present + x.size)
     output_spikes = float(out.counts.sum())
     events = input_events * n_neurons + output_spikes * n_inputs
-    return {"inputs": n_inputs, "neurons": n_neurons, "presentations": n, "compile_s": compile_s, "run_s": run_s,
+    return {"inputs": n_inputs, "neurons": n_neurons, "threads": threads, "presentations": n, "compile_s": compile_s, "run_s": run_s,
             "presentations_per_s": n / run_s, "synaptic_events_per_s": events / run_s,
             "input_events_per_presentation": input_events / n, "output_spikes_per_presentation": output_spikes / n}
 
@@ -58,15 +58,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", required=True, help="results directory")
     ap.add_argument("--presentations", type=int, default=2000)
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="OpenMP threads to compare")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     params = preset(args.preset)
     rows = []
-    for n_inputs in (25, 75):
-        for n_neurons in (16, 96):
-            rows.append(bench(n_inputs, n_neurons, args.presentations, params))
-            print(json.dumps(rows[-1]))
+    for threads in args.threads:
+        for n_inputs in (25, 75):
+            for n_neurons in (16, 96):
+                rows.append(bench(n_inputs, n_neurons, args.presentations, params, threads))
+                print(json.dumps(rows[-1]), flush=True)
     result = {"preset": args.preset, "params": params.key(), "results": rows,
               "goal": ">= 1000 presentations/s for 96 neurons x 75 inputs"}
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
@@ -74,7 +76,7 @@ def main(argv=None) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    labels = [f"{r['neurons']}x{r['inputs']}" for r in rows]
+    labels = [f"{r['neurons']}x{r['inputs']}\n{r['threads']} thr." for r in rows]
     ax.bar(labels, [r["presentations_per_s"] for r in rows])
     ax.axhline(1000, color="k", ls="--", lw=1, label="goal (96x75)")
     ax.set_xlabel("neurons x inputs")

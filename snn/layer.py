@@ -200,6 +200,8 @@ class SpikingSoftHebb:
         params: structural constants (:class:`snn.params.SpikingParams`).
         inverse_temperature, lr, lr_power, rule: ``t``, ``eta``, ``q``, ``"softhebb"`` or ``"soft"``;
             run-time values (changeable between calls without recompiling).
+        threads: OpenMP threads of the compiled standalone code (Brian2 ``openmp_threads``; 1 = none).
+        synapse: a device model (``hardware_models``) holding the weights; see :meth:`attach_synapse`.
         chunk: presentations per compiled run; longer streams are cut into chunks, shorter ones padded
             with zero patches (which change no weight: the traces and ``u`` stay 0).
         backend: ``"cpp_standalone"`` or ``"runtime"``.
@@ -217,12 +219,15 @@ class SpikingSoftHebb:
                  inverse_temperature: float = 1.0, lr: float = 1e-3, lr_power: float = 0.5,
                  rule: str = "softhebb", chunk: int = 1000, backend: str = "cpp_standalone",
                  weights: np.ndarray | None = None, radius: float = 25.0, seed: int | None = None,
-                 build_dir: str | os.PathLike | None = None, synapse=None):
+                 build_dir: str | os.PathLike | None = None, synapse=None, threads: int = 1):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         if rule not in RULE_SIGNS:
             raise ValueError(f"unknown rule {rule!r} for the spiking layer; choose one of {tuple(RULE_SIGNS)}")
         self.n_inputs, self.n_neurons, self.chunk = int(n_inputs), int(n_neurons), int(chunk)
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
         self.params = params if params is not None else SpikingParams()
         self.inverse_temperature, self.lr, self.lr_power, self.rule = float(inverse_temperature), float(lr), float(lr_power), rule
         self.backend = backend
@@ -259,7 +264,7 @@ class SpikingSoftHebb:
         return w.copy()
 
     def _key(self) -> str:
-        text = f"{self.n_inputs};{self.n_neurons};{self.chunk};{self.params.key()}"
+        text = f"{self.n_inputs};{self.n_neurons};{self.chunk};{self.threads};{self.params.key()}"
         return f"layer_{self.n_inputs}x{self.n_neurons}_c{self.chunk}_" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
     def __repr__(self) -> str:
@@ -284,6 +289,8 @@ class SpikingSoftHebb:
         self._net = None
         _ACTIVE_STANDALONE[0] = None
         gc.collect()
+        # OpenMP threads of the generated code (1: none); compiled in, hence part of the cache key
+        prefs.devices.cpp_standalone.openmp_threads = self.threads if self.threads > 1 else 0
         set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
         device.reinit()  # forget the previous project (its objects and arrays)
         device.activate(build_on_run=False, directory=str(self.build_dir))
