@@ -3,8 +3,10 @@
 Sources, tried in this order for a named dataset:
 
 1. ``<data_dir>/<name>.npz`` with keys ``x_train`` (uint8 N,H,W,C), ``y_train``, ``x_test``, ``y_test``
-   and optionally ``classes``; ``data_dir`` is the argument or the ``SOFTHEBB_DATA`` environment variable.
-2. torchvision's MNIST / CIFAR-10 / CIFAR-100 / STL-10 under ``root`` (``download=True`` fetches them).
+   and optionally ``classes`` and ``x_unlabeled`` (images without labels, e.g. STL-10's 100k split);
+   ``data_dir`` is the argument or the ``SOFTHEBB_DATA`` environment variable.
+2. torchvision's MNIST / CIFAR-10 / CIFAR-100 / STL-10 under ``root`` (``download=True`` fetches them;
+   STL-10's ``unlabeled`` split is read too when a preset asks for it).
 
 ``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
 ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), resized to the
@@ -39,11 +41,24 @@ class Dataset:
     x_test: Tensor
     y_test: Tensor
     classes: list[str]
+    x_unlabeled: Tensor | None = None  # extra images for the unsupervised phase only (STL-10)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
-        """The first ``n_train`` training and ``n_test`` test images (original order)."""
+        """The first ``n_train`` training (and unlabeled) and ``n_test`` test images (original order)."""
+        unlabeled = None if self.x_unlabeled is None else self.x_unlabeled[:n_train]
         return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train], self.x_test[:n_test],
-                       self.y_test[:n_test], self.classes)
+                       self.y_test[:n_test], self.classes, unlabeled)
+
+    def unsupervised_images(self, split: str = "train") -> Tensor:
+        """The images of the unsupervised phase: ``"train"`` or ``"unlabeled"`` (SPEC.md §5: STL-10)."""
+        if split == "train":
+            return self.x_train
+        if split == "unlabeled":
+            if self.x_unlabeled is None:
+                raise DataError(f"{self.name}: the preset learns from the unlabeled split, which this copy of the "
+                                f"dataset lacks (add x_unlabeled to {self.name}.npz, or use torchvision's copy)")
+            return self.x_unlabeled
+        raise DataError(f"unknown unsupervised split {split!r}; choose 'train' or 'unlabeled'")
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -98,7 +113,11 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         parts[split] = (x, torch.from_numpy(y.astype(np.int64)))
     n_classes = int(max(parts["train"][1].max(), parts["test"][1].max())) + 1
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(i) for i in range(n_classes)]
-    return Dataset(path.stem, *parts["train"], *parts["test"], classes)
+    unlabeled = _images(arrays["x_unlabeled"], "x_unlabeled", str(path)) if "x_unlabeled" in arrays else None
+    if unlabeled is not None and unlabeled.shape[1:] != parts["train"][0].shape[1:]:
+        raise DataError(f"{path}: x_unlabeled images {tuple(unlabeled.shape[1:])} differ from x_train's "
+                        f"{tuple(parts['train'][0].shape[1:])}")
+    return Dataset(path.stem, *parts["train"], *parts["test"], classes, unlabeled)
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
@@ -113,12 +132,15 @@ def load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
                    torch.from_numpy(yte.astype(np.int64)), [str(i) for i in range(10)])
 
 
-def _torchvision(name: str, root: Path, download: bool) -> Dataset:
+def _torchvision(name: str, root: Path, download: bool, unlabeled: bool = False) -> Dataset:
     import torchvision
 
     cls = getattr(torchvision.datasets, TORCHVISION[name])
     splits = {}
-    for split, kw in (("train", {"train": True}), ("test", {"train": False})):
+    wanted = [("train", {"train": True}), ("test", {"train": False})]
+    if name == "stl10" and unlabeled:
+        wanted.append(("unlabeled", {}))
+    for split, kw in wanted:
         if name == "stl10":
             kw = {"split": split}
         try:
@@ -131,7 +153,8 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
         x = x.transpose(0, 2, 3, 1) if name == "stl10" else x  # STL-10 is stored N,C,H,W
         y = np.asarray(ds.labels if name == "stl10" else ds.targets)
         splits[split] = (_images(x, f"{split} images", name), torch.from_numpy(y.astype(np.int64)))
-    return Dataset(name, *splits["train"], *splits["test"], list(getattr(ds, "classes", [])))
+    unlabeled_images = splits["unlabeled"][0] if "unlabeled" in splits else None
+    return Dataset(name, *splits["train"], *splits["test"], list(getattr(ds, "classes", [])), unlabeled_images)
 
 
 def _imagefolder(root: Path, image_size: int) -> Dataset:
@@ -153,8 +176,11 @@ def _imagefolder(root: Path, image_size: int) -> Dataset:
 
 
 def load_dataset(name: str, directory: str | os.PathLike | None = None, download: bool = False,
-                 image_size: int | None = None) -> Dataset:
-    """Load ``name`` (digits, mnist, cifar10, cifar100, stl10, imagefolder) from the sources above."""
+                 image_size: int | None = None, unlabeled: bool = False) -> Dataset:
+    """Load ``name`` (digits, mnist, cifar10, cifar100, stl10, imagefolder) from the sources above.
+
+    ``unlabeled`` also reads torchvision's STL-10 ``unlabeled`` split (an npz brings ``x_unlabeled`` if it has it).
+    """
     if name == "digits":
         return load_digits()
     d = data_dir(directory)
@@ -162,17 +188,18 @@ def load_dataset(name: str, directory: str | os.PathLike | None = None, download
         if d is None or not d.is_dir():
             raise DataError(f"imagefolder datasets need --data-dir pointing to a tree with train/ and val/ (got {d})")
         return _imagefolder(d, image_size)
-    if name not in TORCHVISION:
-        raise DataError(f"unknown dataset {name!r}; choose digits, imagefolder or one of {sorted(TORCHVISION)}")
     if d is not None and not download:
         if not d.is_dir():
             raise DataError(f"data directory {d} (from --data-dir or SOFTHEBB_DATA) does not exist")
-        if (d / f"{name}.npz").is_file():
+        if (d / f"{name}.npz").is_file():  # any name: a user's own dataset in the same format works too
             return load_npz(d / f"{name}.npz")
+    if name not in TORCHVISION:
+        raise DataError(f"unknown dataset {name!r}: no {name}.npz in {d} and not one of digits, imagefolder, "
+                        f"{', '.join(sorted(TORCHVISION))}")
     if d is None and not download:
         raise DataError(f"no data for {name!r}: set SOFTHEBB_DATA to a directory holding {name}.npz, "
                         f"or pass --download to fetch it with torchvision")
-    return _torchvision(name, d if d is not None else Path("data"), download)
+    return _torchvision(name, d if d is not None else Path("data"), download, unlabeled)
 
 
 def to_float(x: Tensor, device=None, normalize: str = "none") -> Tensor:

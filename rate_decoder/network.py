@@ -64,7 +64,8 @@ def _validate(preset: dict, source: str) -> dict:
     preset.setdefault("unsupervised", {}).setdefault("batch_size", 10)
     preset["unsupervised"].setdefault("epochs", 1)
     r = preset.setdefault("readout", {})
-    for key, default in (("dropout", 0.5), ("batch_size", 64), ("epochs", 50), ("lr", 1e-3), ("augment", "none")):
+    for key, default in (("dropout", 0.5), ("batch_size", 64), ("epochs", 50), ("lr", 1e-3), ("augment", "none"),
+                         ("augment_pad", 4)):
         r.setdefault(key, default)
     return preset
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from .data import load_dataset
+from .data import load_dataset, to_float
 from .network import SoftHebbNet
-from .training import (accuracy, configure_cpu, extract_features, train_backprop, train_readout,
+from .training import (accuracy, augment, configure_cpu, extract_features, train_backprop, train_readout,
                        train_unsupervised)
 
 CHECKPOINT_VERSION = 1
@@ -148,9 +148,13 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
             block.conv.attach_synapse(synapse_factory(i))
 
     preset = config["preset"]
+    unsupervised_split = preset["unsupervised"].get("split", "train")
     data = load_dataset(preset["dataset"], config.get("data_dir"), config.get("download", False),
-                        preset["image_size"]).subset(config.get("n_train"), config.get("n_test"))
+                        preset["image_size"], unlabeled=unsupervised_split == "unlabeled"
+                        ).subset(config.get("n_train"), config.get("n_test"))
     net.check_input(data.x_train[:1])
+    has_unsupervised_phase = config["rule"] not in ("random", "backprop")
+    unsupervised_images = data.unsupervised_images(unsupervised_split) if has_unsupervised_phase else None
 
     def checkpoint(**update):
         progress_state.update(update, timings=timings)
@@ -169,13 +173,27 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
     else:
         if rule != "random" and progress_state["blocks_done"] < L:
             t = time.perf_counter()
-            train_unsupervised(net, data.x_train, config["mode"], preset["unsupervised"]["batch_size"],
+            train_unsupervised(net, unsupervised_images, config["mode"], preset["unsupervised"]["batch_size"],
                                config["seed"], device, start_block=progress_state["blocks_done"],
                                on_block_done=lambda i: checkpoint(blocks_done=i + 1), progress=progress)
             timings["unsupervised_s"] = timings.get("unsupervised_s", 0.0) + time.perf_counter() - t
         if progress_state["readout_epoch"] < epochs:
             t = time.perf_counter()
-            train_f = extract_features(net, data.x_train, device=device, progress=progress, desc="train features")
+            augmentation = preset["readout"]["augment"]
+            feature_fn = None
+            if augmentation == "none":  # features are a fixed function of the image: compute them once
+                train_f = extract_features(net, data.x_train, device=device, progress=progress, desc="train features")
+            else:  # recomputed for every batch from augmented images
+                pad = preset["readout"]["augment_pad"]
+                augment(data.x_train[:1].float(), augmentation, pad)  # unknown kinds fail here, not after an epoch
+                train_f = data.x_train
+                normalize = preset.get("normalize", "none")
+
+                def feature_fn(images):
+                    with torch.no_grad():
+                        x = augment(to_float(images, device, normalize), augmentation, pad)
+                        return net.features(x).flatten(1)
+            net.eval()
             test_f = extract_features(net, data.x_test, device=device, progress=progress, desc="test features")
             timings["features_s"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -187,7 +205,8 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
 
             train_readout(net, train_f, data.y_train, test_f, data.y_test, epochs, preset["readout"]["batch_size"],
                           preset["readout"]["lr"], seed=0, device=device, start_epoch=progress_state["readout_epoch"],
-                          optimizer_state=optimizer_state, on_epoch=on_epoch, progress=progress)
+                          optimizer_state=optimizer_state, on_epoch=on_epoch, progress=progress,
+                          feature_fn=feature_fn)
             timings["readout_s"] = timings.get("readout_s", 0.0) + time.perf_counter() - t
             del train_f, test_f
     if rule != "backprop":

@@ -110,6 +110,28 @@ def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int | None = 
     return out
 
 
+AUGMENTATIONS = ("none", "crop_flip")
+
+
+def augment(x: Tensor, kind: str, pad: int = 4) -> Tensor:
+    """Readout augmentation of a float batch (SPEC.md §4.5: STL-10's ``RandomCrop(pad 4, reflect)`` + flip).
+
+    ``"crop_flip"``: each image is reflect-padded by ``pad``, cropped back to its size at a uniformly
+    drawn offset, and flipped horizontally with probability 1/2 (torch's global generator, so a
+    seeded epoch is reproducible). ``"none"`` returns ``x``.
+    """
+    if kind == "none":
+        return x
+    if kind != "crop_flip":
+        raise ValueError(f"unknown readout augmentation {kind!r}; choose one of {AUGMENTATIONS}")
+    B, _, H, W = x.shape
+    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    offsets = torch.randint(0, 2 * pad + 1, (B, 2)).tolist()
+    flips = (torch.rand(B) < 0.5).view(B, 1, 1, 1).to(x.device)
+    crops = torch.stack([padded[b, :, i:i + H, j:j + W] for b, (i, j) in enumerate(offsets)])
+    return torch.where(flips, crops.flip(-1), crops)
+
+
 _BIT_MASKS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
@@ -152,8 +174,12 @@ def accuracy(logits_fn: Callable[[Tensor], Tensor], features: Tensor, labels: Te
 def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor, test_features: Tensor,
                   test_labels: Tensor, epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                   device=None, start_epoch: int = 0, optimizer_state: dict | None = None,
-                  on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True) -> list[dict]:
+                  on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True,
+                  feature_fn: Callable[[Tensor], Tensor] | None = None) -> list[dict]:
     """Train ``net.head`` on cached features (dropout applied to them); returns per-epoch metrics.
+
+    With ``feature_fn``, ``train_features`` holds the training *images* instead and each batch's
+    features are ``feature_fn(images[idx])``, recomputed every time (readout augmentation).
 
     Shuffling and dropout are re-seeded from ``(seed, epoch)`` at every epoch, so a run resumed at
     ``start_epoch`` with the saved ``optimizer_state`` reproduces the uninterrupted one.
@@ -175,7 +201,8 @@ def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor
         total_loss, correct = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            f = train_features.index_select(0, idx).to(device, torch.float32)  # 3x faster than [idx] here
+            f = train_features.index_select(0, idx)  # 3x faster than [idx] here
+            f = f.to(device, torch.float32) if feature_fn is None else feature_fn(f)
             y = train_labels[idx].to(device)
             logits = head(feature_dropout(f, p_drop))
             loss = F.cross_entropy(logits, y)
