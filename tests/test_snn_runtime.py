@@ -66,3 +66,57 @@ def test_plastic_events_program_a_device():
     layer.present(x, learn=False)
     assert device.pulses == pulses
     assert torch.equal(device.read(), torch.from_numpy(out.weights))
+
+
+@pytest.mark.parametrize("burst", [True, False])
+def test_input_events_are_the_bernoulli_sequence(burst):
+    """Event-driven inputs (geometric waiting times) give one event per step with probability r0 |x| dt.
+
+    Checked on the event counts per presentation: their mean (r0 |x| dt per step) and their variance,
+    which is the Bernoulli sequence's ``n q (1 - q)`` (a Poisson process would give ``n q``); and the
+    first step of a presentation: one graded onset event per input with the burst, a Bernoulli draw
+    without it.
+    """
+    from brian2 import SpikeMonitor, defaultclock, prefs, second
+
+    from snn.layer import _Net
+    from snn.params import preset
+
+    params = preset("fast", onset_burst=burst)
+    prefs.codegen.target = "numpy"
+    defaultclock.dt = params.dt
+    x = np.array([0.0, 0.3, -1.0, 2.8, -2.8])
+    n = 100
+    net = _Net(len(x), 2, n, params, np.tile(x, (n, 1)))
+    monitor = SpikeMonitor(net.inputs)
+    net.network.add(monitor)
+    for name, value in dict(inv_temp=1.0, lr=0.0, lr_power=0.5, anti=1.0).items():
+        setattr(net.outputs, name, value)
+    net.network.run(n * params.t_present, namespace=net.namespace)
+    steps_per = int(round(float(params.t_present / params.dt)))
+    step = np.rint(np.asarray(monitor.t[:] / second) / float(params.dt)).astype(np.int64)
+    idx, pres, first = np.asarray(monitor.i[:]), step // steps_per, step % steps_per == 0
+    q = float(params.input_rate * params.dt) * np.abs(x)
+    later = np.zeros((n, len(x)))
+    np.add.at(later, (pres[~first], idx[~first]), 1)
+    m = steps_per - 1  # steps after the first
+    mean, var = m * q, m * q * (1 - q)
+    sem = np.sqrt(var / n)
+    np.testing.assert_array_less(np.abs(later.mean(0) - mean), 4 * sem + 1e-12)
+    np.testing.assert_allclose(later.var(0)[1:], var[1:], rtol=0.4)  # sd of a sample variance ~ 15 % here
+    assert later.var(0)[3] < 0.5 * mean[3]  # q = 0.7: far from Poisson
+    onset = np.bincount(idx[first], minlength=len(x)) / n
+    if burst:
+        np.testing.assert_array_equal(onset, np.ones(len(x)))
+    else:
+        np.testing.assert_array_less(np.abs(onset - q), 4 * np.sqrt(q * (1 - q) / n) + 1e-12)
+
+
+def test_counts_per_presentation_equal_the_recorded_spikes():
+    layer = SpikingSoftHebb(N_IN, 4, chunk=3, backend="runtime", seed=0, record_spikes=True)
+    out = layer.present(np.random.default_rng(0).uniform(-1, 1, (3, N_IN)), learn=False)
+    pres = np.floor(out.spike_t / 0.05 + 1e-9).astype(np.int64)
+    from_spikes = np.zeros_like(out.counts)
+    np.add.at(from_spikes, (pres, out.spike_i), 1)
+    np.testing.assert_array_equal(out.counts, from_spikes)
+    assert out.counts.sum() > 50  # about R T = 49 spikes per presentation
