@@ -7,18 +7,36 @@
    Brian2 layer; ``rate``: the rate rule on the same patches from the same initial weights;
    ``initial``: those initial weights, i.e. random) becomes the first layer of the 1-layer MNIST
    network (preset ``mnist``, first layer, its width set to the number of kernels): batch norm ->
-   conv -> Triangle(0.7) -> max pool, the 50-epoch readout on all 60k training images, test accuracy
-   on all 10k test images. The kernels were learnt on patches standardised with MNIST's pixel mean
-   and std (``snn.data``), so the block's batch norm is given exactly those statistics instead of
-   being fitted: the network sees the inputs the kernels were learnt on.
+   conv -> Triangle(0.7) -> max pool 4/2/1, the 50-epoch readout on all 60k training images, test
+   accuracy on all 10k test images.
+
+   *Input scale.* The kernels were learnt by the local rule on raw 5x5 patches standardised with
+   MNIST's pixel mean and std (``snn.data``: ``(x / 255 - 0.1307) / 0.3081``, one mean and std for
+   all pixels, reflect padding): the spiking layer has no batch norm of its own, and ``u = w . x``
+   and the learnt norms (~1) are in those units. The rate network's first block standardises its
+   input with its batch norm (``affine=False``), whose running statistics the rate pipeline
+   accumulates while that block learns (train mode, momentum 0.1, batch 10). For kernels learnt
+   elsewhere there is no such pass, so the statistics must be set before the features are
+   extracted. ``--bn dataset`` (default) gives the batch norm exactly the constants the kernels
+   were learnt with; ``--bn fit`` fits them instead, in one pass over the training images with the
+   block's batch norm in train mode and ``momentum=None`` (a cumulative average over all batches:
+   the dataset's statistics, not the last batches' as with momentum 0.1). Both give the same
+   network (fitted mean 0.1307 and std 0.3081 to 4 digits; ``tests/test_snn_readout.py``), and the
+   conv sees exactly the patches the spiking layer saw (same test).
 2. **Spike-domain inference.** The spiking layer's output counts estimate ``R T softmax(t u)`` at
    every position (``test_counts.npz``: learning off, every position of the first N test images).
-   A readout is trained on the rate network whose activation is that expectation,
-   ``softmax(t u)`` (then the preset's pooling), with the spiking kernels, on the 60k training
-   images; it is then tested on the same N test images twice: on the exact rate features, and on the
-   decoded counts ``counts / (R T)`` pooled the same way. The gap is what spike noise costs.
+   Readouts are trained on the rate network whose activation is the expected share
+   ``softmax(t u)`` (so a count divided by ``R T``), pooled as in the preset (max 4/2/1), with the
+   spiking kernels, on the 60k training images, and tested on the same N test images on (a) the
+   exact rate features and (b) the decoded spike counts ``counts / (R T)``, pooled the same way.
+   Two readouts: one trained on the exact shares, and one trained on shares *with spike noise*
+   (counts drawn from ``Poisson(R T softmax(t u))`` per position and channel, one draw per training
+   image), which is what the spiking layer's counts look like; the latter is also tested on Poisson
+   counts drawn for the N test images, to check how well that noise model stands for the real
+   spikes. The gap between (a) and (b) is what spike noise costs.
 
-Writes ``snn_readout.json`` and ``snn_readout.md`` under ``--out``.
+Writes ``snn_readout.json`` and ``snn_readout.md`` under ``--out``; ``--parts kernels`` or
+``--parts spike`` runs one part and keeps the other's results already in the JSON.
 """
 from __future__ import annotations
 
@@ -32,7 +50,7 @@ import torch
 from torch import nn
 
 from rate_decoder import decoding
-from rate_decoder.data import load_dataset
+from rate_decoder.data import load_dataset, to_float
 from rate_decoder.network import SoftHebbNet, load_preset
 from rate_decoder.run import atomic_write, write_json
 from rate_decoder.training import accuracy, configure_cpu, extract_features, train_readout
@@ -52,8 +70,49 @@ class SoftWTA(nn.Module):
         return torch.softmax(self.inverse_temperature * u, dim=1)
 
 
-def network_with_kernels(weights: np.ndarray, softmax_t: float | None = None) -> SoftHebbNet:
-    """The 1-layer MNIST network with ``weights (K, 25)`` as its kernels and MNIST's standardisation."""
+class PoissonShares(SoftWTA):
+    """Spike counts drawn for ``softmax(t u)``: ``Poisson(R T p) / (R T)`` per position and channel.
+
+    A model of the spiking layer's decoded counts (mean ``p``, variance ``p / (R T)``); the draws come
+    from the module's own generator, so a fixed seed gives the same features.
+    """
+
+    def __init__(self, inverse_temperature: float, expected_spikes: float, seed: int = 0):
+        super().__init__(inverse_temperature)
+        self.expected_spikes = float(expected_spikes)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        rate = super().forward(u) * self.expected_spikes
+        return torch.poisson(rate.double(), generator=self.generator).to(u.dtype) / self.expected_spikes
+
+
+def fit_input_bn(net: SoftHebbNet, images: torch.Tensor, batch_size: int = 500) -> tuple[float, float]:
+    """Fit the first block's batch-norm running statistics on ``images`` (uint8), as a learning pass would.
+
+    The block's batch norm runs in train mode over all images with ``momentum=None``, i.e. the
+    running statistics are the cumulative average of the batch statistics (the dataset's mean and
+    unbiased variance per channel). Returns the fitted ``(mean, std)`` of channel 0.
+    """
+    bn = net.blocks[0].bn
+    momentum = bn.momentum
+    bn.reset_running_stats()
+    bn.momentum = None
+    bn.train()
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            bn(to_float(images[i:i + batch_size], None, net.preset.get("normalize", "none")))
+    bn.momentum = momentum
+    bn.eval()
+    return float(bn.running_mean[0]), float(bn.running_var[0].sqrt())
+
+
+def network_with_kernels(weights: np.ndarray, softmax_t: float | None = None,
+                         activation: nn.Module | None = None) -> SoftHebbNet:
+    """The 1-layer MNIST network with ``weights (K, 25)`` as its kernels and MNIST's standardisation.
+
+    ``softmax_t``: replace the preset's activation by ``softmax(t u)``; ``activation``: by that module.
+    """
     K = weights.shape[0]
     net = SoftHebbNet(load_preset("mnist", layers=1, width_factor=K / 96))
     block = net.blocks[0]
@@ -65,6 +124,8 @@ def network_with_kernels(weights: np.ndarray, softmax_t: float | None = None) ->
         block.bn.running_var.fill_(MNIST_STD ** 2 - block.bn.eps)  # (x - mean) / sqrt(var + eps) = standardised
     if softmax_t is not None:
         block.activation = SoftWTA(softmax_t)
+    if activation is not None:
+        block.activation = activation
     net.eval()
     return net
 
@@ -77,11 +138,111 @@ def fit_readout(net: SoftHebbNet, data, epochs: int, seed: int) -> tuple[float, 
     return history[-1]["test_acc"], test_f
 
 
+def set_input_statistics(net: SoftHebbNet, mode: str, images: torch.Tensor) -> tuple[float, float]:
+    """``mode`` ``"dataset"``: keep snn.data's constants (set by :func:`network_with_kernels`); ``"fit"``:
+    :func:`fit_input_bn` on ``images``. Returns the batch norm's (mean, std) of channel 0."""
+    if mode == "fit":
+        return fit_input_bn(net, images)
+    if mode != "dataset":
+        raise ValueError(f"unknown --bn {mode!r}")
+    bn = net.blocks[0].bn
+    return float(bn.running_mean[0]), float((bn.running_var[0] + bn.eps).sqrt())
+
+
+def score_kernels(kernels, data, args, report: dict, out: Path) -> None:
+    """Part 1: each kernel set in the 1-layer network, the readout's test accuracy on all test images."""
+    report["accuracy"], report["input_statistics"] = {}, {}
+    for name in KERNEL_SETS:
+        torch.manual_seed(args.seed)
+        start = time.perf_counter()
+        net = network_with_kernels(kernels[name])
+        report["input_statistics"][name] = set_input_statistics(net, args.bn, data.x_train)
+        acc, _ = fit_readout(net, data, args.readout_epochs, args.seed)
+        report["accuracy"][name] = acc
+        print(f"{name} kernels: test accuracy {100 * acc:.2f} % ({time.perf_counter() - start:.0f} s)", flush=True)
+        write_json(out / "snn_readout.json", report)
+    report["spiking_minus_rate_points"] = 100 * (report["accuracy"]["spiking"] - report["accuracy"]["rate"])
+
+
+def spike_domain(kernels, summary: dict, counts_path: Path, data, args) -> dict:
+    """Part 2: readouts on softmax(t u) features (exact / with Poisson spike noise), tested on the same
+    test images' exact features, Poisson-drawn counts and the spiking layer's decoded counts."""
+    from snn.params import preset as spiking_preset
+
+    with np.load(counts_path) as f:
+        counts, labels, t_count = f["counts"], torch.as_tensor(f["labels"]), float(f["t_count"])
+    n = len(counts)
+    if not torch.equal(labels, data.y_test[:n]):
+        raise ValueError(f"{counts_path}: labels differ from the first {n} MNIST test labels")
+    rate_hz = float(spiking_preset(summary.get("preset", "fast")).output_rate)  # Brian2 Hz -> float
+    expected = rate_hz * t_count
+    t = float(kernels["inverse_temperature"])
+    exact_net = network_with_kernels(kernels["spiking"], softmax_t=t)
+    set_input_statistics(exact_net, args.bn, data.x_train)
+    block = exact_net.blocks[0]
+    decoded = torch.as_tensor(counts, dtype=torch.float32) / expected  # estimates softmax(t u)
+    with torch.no_grad():
+        spike_f = block._pool(decoded).flatten(1)
+    exact_test = extract_features(exact_net, data.x_test[:n], desc="exact test features")
+    poisson_test_net = network_with_kernels(kernels["spiking"], activation=PoissonShares(t, expected, args.seed + 2))
+    set_input_statistics(poisson_test_net, args.bn, data.x_train)
+    poisson_test = extract_features(poisson_test_net, data.x_test[:n], desc="Poisson test features")
+    result = {"test_images": n, "expected_spikes_per_position": expected,
+              "mean_spikes_per_position": float(counts.sum(1).mean()), "readouts": {}}
+    for name, activation in (("trained on exact shares", None),
+                             ("trained on Poisson counts", PoissonShares(t, expected, args.seed + 1))):
+        torch.manual_seed(args.seed)
+        start = time.perf_counter()
+        net = network_with_kernels(kernels["spiking"], softmax_t=t, activation=activation)
+        set_input_statistics(net, args.bn, data.x_train)
+        acc_all, _ = fit_readout(net, data, args.readout_epochs, args.seed)
+        r = {"all_test_images_same_features": acc_all,
+             "exact_shares": accuracy(net.head, exact_test, labels),
+             "poisson_counts": accuracy(net.head, poisson_test, labels),
+             "decoded_spike_counts": accuracy(net.head, spike_f, labels)}
+        r["spike_minus_exact_points"] = 100 * (r["decoded_spike_counts"] - r["exact_shares"])
+        result["readouts"][name] = r
+        print(f"readout {name}: {json.dumps(r)} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return result
+
+
+def markdown(report: dict) -> str:
+    lines = []
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        lines += [f"MNIST test accuracy (all {report['n_test']} images, {report['readout_epochs']}-epoch readout, "
+                  f"{report['neurons']} 5x5 kernels, 1 layer, input batch norm: {report.get('bn', 'dataset')})", "",
+                  "| kernels | test acc % |", "|---|---|"]
+        lines += [f"| {name} | {100 * acc[name]:.2f} |" for name in KERNEL_SETS]
+        lines += ["", f"spiking - rate: {report['spiking_minus_rate_points']:+.2f} points"]
+    if "spike_domain" in report:
+        s = report["spike_domain"]
+        lines += ["", f"Spike-domain inference ({s['test_images']} test images, readout on softmax(t u) "
+                      f"features, spiking kernels, {s['mean_spikes_per_position']:.1f} spikes per position):", "",
+                  "| readout | exact shares | Poisson counts | decoded spike counts | spikes - exact (points) |",
+                  "|---|---|---|---|---|"]
+        for name, r in s.get("readouts", {}).items():
+            lines.append(f"| {name} | {100 * r['exact_shares']:.2f} | {100 * r['poisson_counts']:.2f} | "
+                         f"{100 * r['decoded_spike_counts']:.2f} | {r['spike_minus_exact_points']:+.2f} |")
+        readouts = s.get("readouts", {})
+        if {"trained on exact shares", "trained on Poisson counts"} <= set(readouts):
+            rate = readouts["trained on exact shares"]["exact_shares"]
+            spikes = readouts["trained on Poisson counts"]["decoded_spike_counts"]
+            lines += ["", f"Spiking layer read out from its spike counts (readout trained on Poisson counts): "
+                          f"{100 * spikes:.2f} %; rate network on the same images (readout trained on exact "
+                          f"shares): {100 * rate:.2f} % ({100 * (spikes - rate):+.2f} points)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernels", required=True, help="output directory of experiments.snn_mnist")
     ap.add_argument("--out", required=True)
     ap.add_argument("--readout-epochs", type=int, default=50)
+    ap.add_argument("--bn", choices=("dataset", "fit"), default="dataset",
+                    help="input batch-norm statistics: snn.data's standardisation constants, or fitted on the "
+                         "training images (see the module docstring)")
+    ap.add_argument("--parts", nargs="+", choices=("kernels", "spike"), default=["kernels", "spike"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, help="first N training images only (quick look)")
     args = ap.parse_args(argv)
@@ -90,62 +251,24 @@ def main(argv=None) -> dict:
     if not (src / "kernels.npz").is_file():
         raise SystemExit(f"{src / 'kernels.npz'} not found: run python -m experiments.snn_mnist --out {src} first")
     out.mkdir(parents=True, exist_ok=True)
-    kernels = np.load(src / "kernels.npz")
+    kernels = dict(np.load(src / "kernels.npz"))
     summary = json.loads((src / "summary.json").read_text()) if (src / "summary.json").is_file() else {}
     data = load_dataset("mnist").subset(args.n_train, None)
-    report = {"kernels": str(src), "readout_epochs": args.readout_epochs, "n_train": len(data.x_train),
-              "n_test": len(data.x_test), "neurons": int(kernels["spiking"].shape[0]), "accuracy": {}}
-    for name in KERNEL_SETS:
-        torch.manual_seed(args.seed)
-        start = time.perf_counter()
-        acc, _ = fit_readout(network_with_kernels(kernels[name]), data, args.readout_epochs, args.seed)
-        report["accuracy"][name] = acc
-        print(f"{name} kernels: test accuracy {100 * acc:.2f} % ({time.perf_counter() - start:.0f} s)", flush=True)
-        write_json(out / "snn_readout.json", report)
-    report["spiking_minus_rate_points"] = 100 * (report["accuracy"]["spiking"] - report["accuracy"]["rate"])
-
+    previous = out / "snn_readout.json"
+    report = json.loads(previous.read_text()) if previous.is_file() and set(args.parts) != {"kernels", "spike"} else {}
+    report.update({"kernels": str(src), "readout_epochs": args.readout_epochs, "n_train": len(data.x_train),
+                   "n_test": len(data.x_test), "neurons": int(kernels["spiking"].shape[0]), "bn": args.bn})
+    if "kernels" in args.parts:
+        score_kernels(kernels, data, args, report, out)
     counts_path = src / "test_counts.npz"
-    if counts_path.is_file():
-        from snn.params import preset as spiking_preset
-
-        with np.load(counts_path) as f:
-            counts, labels, t_count = f["counts"], torch.as_tensor(f["labels"]), float(f["t_count"])
-        n = len(counts)
-        if not torch.equal(labels, data.y_test[:n]):
-            raise ValueError(f"{counts_path}: labels differ from the first {n} MNIST test labels")
-        rate_hz = float(spiking_preset(summary.get("preset", "fast")).output_rate)  # Brian2 Hz -> float
-        t = float(kernels["inverse_temperature"])
-        torch.manual_seed(args.seed)
-        net = network_with_kernels(kernels["spiking"], softmax_t=t)
-        acc_all, test_f = fit_readout(net, data, args.readout_epochs, args.seed)
-        block = net.blocks[0]
-        decoded = torch.as_tensor(counts, dtype=torch.float32) / (rate_hz * t_count)  # estimates softmax(t u)
-        with torch.no_grad():
-            spike_f = block._pool(decoded).flatten(1)
-        acc_rate = accuracy(net.head, test_f[:n], labels)
-        acc_spike = accuracy(net.head, spike_f, labels)
-        report["spike_domain"] = {
-            "test_images": n, "expected_spikes_per_position": rate_hz * t_count,
-            "mean_spikes_per_position": float(counts.sum(1).mean()),
-            "readout_on_softmax_features_all_test": acc_all,
-            "rate_features_same_images": acc_rate, "decoded_spike_counts": acc_spike,
-            "spike_minus_rate_points": 100 * (acc_spike - acc_rate)}
-        print(json.dumps(report["spike_domain"]), flush=True)
+    if "spike" in args.parts:
+        if not counts_path.is_file():
+            raise SystemExit(f"{counts_path} not found (written by experiments.snn_mnist)")
+        report["spike_domain"] = spike_domain(kernels, summary, counts_path, data, args)
     write_json(out / "snn_readout.json", report)
-    acc = report["accuracy"]
-    lines = [f"MNIST test accuracy (all {report['n_test']} images, {args.readout_epochs}-epoch readout, "
-             f"{report['neurons']} 5x5 kernels, 1 layer)", "",
-             "| kernels | test acc % |", "|---|---|"]
-    lines += [f"| {name} | {100 * acc[name]:.2f} |" for name in KERNEL_SETS]
-    lines += ["", f"spiking - rate: {report['spiking_minus_rate_points']:+.2f} points"]
-    if "spike_domain" in report:
-        s = report["spike_domain"]
-        lines += ["", f"Spike-domain inference ({s['test_images']} test images, softmax-activation readout):", "",
-                  "| features | test acc % |", "|---|---|",
-                  f"| exact rates softmax(t u) | {100 * s['rate_features_same_images']:.2f} |",
-                  f"| decoded spike counts | {100 * s['decoded_spike_counts']:.2f} |"]
-    atomic_write(out / "snn_readout.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
-    print("\n".join(lines))
+    text = markdown(report)
+    atomic_write(out / "snn_readout.md", lambda tmp: Path(tmp).write_text(text))
+    print(text)
     return report
 
 
