@@ -3,15 +3,23 @@
     python -m experiments.snn_mnist --out results/snn_mnist              # layer 1 (its kernels.npz)
     python -m experiments.snn_stack --layer1 results/snn_mnist --out results/snn_stack
 
-1. Layer 1 (the spiking kernels of ``kernels.npz``, learning off) is presented every position of the
-   first ``--images`` training images; its spike counts become layer 2's inputs through
-   :mod:`snn.stack` (counts / (R T) -> max pool 4/2/1 -> per-channel standardisation -> ON/OFF rates).
-2. The same maps are computed exactly by the rate network (``softmax(t u)`` with the same kernels),
-   to measure how far the relayed spike estimate is from the rate it encodes.
-3. Layer 2 (``--neurons`` neurons, 3x3 patches of all layer-1 channels) learns from ``--patches``
-   random patches of the spike-derived maps; the rate rule (local variant, batch 1) learns from the same
-   patches and the same initial weights. Reported: Hungarian-matched cosine and norm error of the two
-   weight sets, and the same statistic between the rate-learned and the initial weights.
+Two relays between the layers (``--relay``):
+
+* ``spikes`` (default, :mod:`snn.relay`): layer 1 (the spiking kernels of ``kernels.npz``, learning
+  off) is presented every position of the first ``--images`` training images and its output spike
+  trains are recorded; each input of layer 2 (a 3x3 patch of the max-pooled maps, all layer-1
+  channels) replays, spike by spike, the train of the window position with the largest onset share
+  (max pooling), with the per-channel standardisation of the pooled shares as synaptic gain and bias
+  current. Reported: the relayed spike rate against the layer-1 share it carries; layer 2's weights
+  against the rate rule's (local variant, batch 1, same initial weights) on the inputs the relay
+  encodes (the standardised pooled shares), and on the inputs decoded from the relayed counts.
+* ``counts`` (:mod:`snn.stack`): each layer-1 neuron's spike count per presentation, decoded, max
+  pooled and standardised, is re-encoded as layer 2's ON/OFF Poisson input; the rate rule learns from
+  the same decoded inputs.
+
+Layer 2 (``--neurons`` neurons) learns from ``--patches`` random patches of those maps. Reported:
+Hungarian-matched cosine and norm error of the spiking and rate-learned weight sets, and the same
+statistic between the rate-learned and the initial weights.
 
 Writes ``stack.json`` and ``layer2_kernels.npz`` under ``--out``.
 """
@@ -26,7 +34,7 @@ import numpy as np
 import torch
 
 from rate_decoder.run import write_json
-from snn import data, reference, stack
+from snn import data, reference, relay, stack
 from snn.layer import SpikingSoftHebb
 from snn.params import preset
 
@@ -49,9 +57,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-power", type=float, default=0.5)
     ap.add_argument("--preset", default="fast")
-    ap.add_argument("--chunk", type=int, default=5000)
+    ap.add_argument("--chunk", type=int, default=5000, help="presentations per run (layer 1; layer 2 with --relay counts)")
+    ap.add_argument("--relay", choices=("spikes", "counts"), default="spikes")
+    ap.add_argument("--relay-chunk", type=int, default=500, help="layer-2 presentations per run with --relay spikes")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.relay == "spikes":
+        return main_spikes(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     params = preset(args.preset)
@@ -97,6 +109,64 @@ def main(argv=None) -> dict:
                    "rate_vs_initial": reference.compare(rate, w0),
                    "spiking_vs_initial": reference.compare(layer2.weights, w0)})
     np.savez(out / "layer2_kernels.npz", spiking=layer2.weights, rate=rate, initial=w0, **hyper)
+    write_json(out / "stack.json", report)
+    print(json.dumps(report, indent=1))
+    return report
+
+
+def main_spikes(args) -> dict:
+    """--relay spikes: layer 2 replays layer 1's recorded spike trains (snn.relay)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = preset(args.preset)
+    with np.load(Path(args.layer1) / "kernels.npz") as f:
+        w1, t1 = f["spiking"], float(f["inverse_temperature"])
+    images, _ = data.load_mnist("train", args.images)
+    report = {"relay": "spikes", "images": len(images), "layer1_neurons": len(w1), "preset": args.preset}
+
+    start = time.perf_counter()
+    layer1 = SpikingSoftHebb(25, len(w1), params=params, chunk=args.chunk, weights=w1, inverse_temperature=t1,
+                             record_spikes=True)
+    trains = relay.record_layer1(layer1, images)
+    report["layer1_record_s"] = time.perf_counter() - start
+    pooled, selected = relay.pool_select(trains.shares)
+    mean, std = relay.fit_standardisation(pooled)
+    positions = relay.patch_positions(len(images), *pooled.shape[2:], args.patches, seed=args.seed)
+    keys, _ = relay.relay_plan(trains, selected, positions)
+    _, counts, decoded, expected = relay.relay_inputs(trains, keys, mean, std)
+    # the relayed trains (each distinct one once): rate = R x onset share, within Poisson noise
+    uniq = np.unique(keys)
+    shares = trains.shares.transpose(0, 2, 3, 1).reshape(-1)[uniq]
+    rt = trains.rate * trains.t_count
+    resid = np.diff(trains.offsets)[uniq] / rt - shares
+    report["relay_check"] = {"distinct_trains": int(len(uniq)), "expected_spikes_per_train": float(rt * shares.mean()),
+                             "mean_share_bias": float(resid.mean()),
+                             "bias_standard_error": float(np.sqrt((shares / rt).mean() / len(uniq))),
+                             "rms_share_error": float(np.sqrt((resid ** 2).mean())),
+                             "poisson_rms_expected": float(np.sqrt((shares / rt).mean())),
+                             "relayed_spikes_per_presentation": float(counts.sum(1).mean())}
+    print(json.dumps(report["relay_check"]), flush=True)
+
+    n_in = keys.shape[1]
+    w0 = np.random.default_rng(args.seed + 1).standard_normal((args.neurons, n_in)) * 25 / np.sqrt(n_in)
+    hyper = dict(inverse_temperature=args.inverse_temperature, lr=args.lr, lr_power=args.lr_power)
+    layer2 = relay.SpikingRelayLayer(len(w1), args.neurons, mean, std, params=params, chunk=args.relay_chunk,
+                                     weights=w0, **hyper)
+    report["layer2_compile_s"] = layer2.build()
+    start = time.perf_counter()
+    out2 = layer2.present_relay(trains, keys, learn=True)
+    report["layer2_learn_s"] = time.perf_counter() - start
+    rate = reference.rate_learn(expected, w0, **hyper)
+    rate_decoded = reference.rate_learn(decoded, w0, **hyper)
+    report.update({"layer2_inputs": n_in, "layer2_neurons": args.neurons, "patches": args.patches, **hyper,
+                   "layer2_spikes_per_presentation": float(out2.counts.sum(1).mean()),
+                   "spiking_vs_rate": reference.compare(out2.weights, rate),
+                   "spiking_vs_rate_on_decoded_counts": reference.compare(out2.weights, rate_decoded),
+                   "rate_vs_rate_on_decoded_counts": reference.compare(rate, rate_decoded),
+                   "rate_vs_initial": reference.compare(rate, w0),
+                   "spiking_vs_initial": reference.compare(out2.weights, w0)})
+    np.savez(out / "layer2_kernels.npz", spiking=out2.weights, rate=rate, rate_decoded=rate_decoded, initial=w0,
+             **hyper)
     write_json(out / "stack.json", report)
     print(json.dumps(report, indent=1))
     return report

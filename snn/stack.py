@@ -13,6 +13,9 @@ Poisson rate for layer 2: spike times are not passed on one by one, so layer 2 s
 noise (through the counts) but not its timing. The pooling and the standardisation are not local
 operations of a spiking circuit either; they are the rate network's, kept so that both networks
 stack the same way.
+
+:mod:`snn.relay` relays the spike trains themselves (spike by spike, pooling by the onset shares,
+the standardisation as synaptic gain and bias current); this module is the simpler count relay.
 """
 from __future__ import annotations
 
