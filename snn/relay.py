@@ -92,6 +92,7 @@ MODEL_VERSION = hashlib.sha1("\n".join([RELAY_EQS, RELAY_THRESHOLD, RELAY_RESET,
                                         RELAY_OUTPUT_STEP, RELAY_OUTPUT_THRESHOLD, RELAY_SYNAPSE_ON_PRE,
                                         RELAY_SYNAPSE_ON_POST, layer1.MODEL_VERSION]).encode()).hexdigest()[:8]
 NEVER = 1e9  # seconds: the sentinel closing each input's block of the spike table
+LIMIT = MAX_ABS_INPUT - 1e-6  # layer 1's inputs are clipped to the ON/OFF encoder's range
 
 
 # --- layer 1 spike trains, pooling, standardisation (numpy / torch) ---------------------------------
@@ -116,10 +117,12 @@ class Layer1Trains:
         return np.diff(self.offsets).reshape(N, H, W, K).transpose(0, 3, 1, 2)
 
 
-def onset_shares(weights: np.ndarray, images: np.ndarray, inverse_temperature: float) -> np.ndarray:
-    """``softmax(t u)`` maps ``(N, K, H, W)`` of the 5x5 layer (reflect padding) on standardised images."""
-    w = torch.as_tensor(weights.reshape(len(weights), images.shape[1], 5, 5))
-    x = F.pad(torch.as_tensor(images), (2, 2, 2, 2), mode="reflect")
+def onset_shares(weights: np.ndarray, images: np.ndarray, inverse_temperature: float,
+                 kernel_size: int = 5) -> np.ndarray:
+    """``softmax(t u)`` maps ``(N, K, H, W)`` of a ``k x k`` layer (reflect padding) on standardised images."""
+    k, p = kernel_size, (kernel_size - 1) // 2
+    w = torch.as_tensor(weights.reshape(len(weights), images.shape[1], k, k))
+    x = F.pad(torch.as_tensor(np.clip(images, -LIMIT, LIMIT)), (p, p, p, p), mode="reflect")
     return torch.softmax(inverse_temperature * F.conv2d(x, w), dim=1).numpy()
 
 
@@ -135,7 +138,7 @@ def record_layer1(layer: SpikingSoftHebb, images: np.ndarray, kernel_size: int =
     per_call = max(1, layer.chunk // (H * W)) if layer.backend == "cpp_standalone" else 1
     for b0 in range(0, N, per_call):
         patches = np.concatenate([data.image_patches(img, kernel_size) for img in images[b0:b0 + per_call]])
-        out = layer.present(np.clip(patches, -data_limit(layer), data_limit(layer)), learn=False)
+        out = layer.present(np.clip(patches, -LIMIT, LIMIT), learn=False)
         pres = np.floor(out.spike_t / t_present + 1e-9).astype(np.int64)  # presentation within this call
         keys.append((b0 * H * W + pres) * K + out.spike_i)
         times.append(out.spike_t - pres * t_present)
@@ -143,13 +146,9 @@ def record_layer1(layer: SpikingSoftHebb, images: np.ndarray, kernel_size: int =
     order = np.lexsort((times, keys))
     offsets = np.zeros(N * H * W * K + 1, dtype=np.int64)
     np.add.at(offsets, keys + 1, 1)
-    shares = onset_shares(layer.weights, images, layer.inverse_temperature)
+    shares = onset_shares(layer.weights, images, layer.inverse_temperature, kernel_size)
     return Layer1Trains(times[order], np.cumsum(offsets), shares, float(layer.params.t_learn / second),
                         float(layer.params.output_rate))
-
-
-def data_limit(layer: SpikingSoftHebb) -> float:
-    return MAX_ABS_INPUT - 1e-6
 
 
 def pool_select(shares: np.ndarray, kernel: int = 4, stride: int = 2, padding: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -120,3 +120,27 @@ def test_counts_per_presentation_equal_the_recorded_spikes():
     np.add.at(from_spikes, (pres, out.spike_i), 1)
     np.testing.assert_array_equal(out.counts, from_spikes)
     assert out.counts.sum() > 50  # about R T = 49 spikes per presentation
+
+
+def test_relay_layer_replays_the_given_spike_trains_runtime():
+    """snn.relay on the numpy backend: every relay input fires the spikes of the train it relays."""
+    from snn import relay
+
+    N, K, H, W = 1, 2, 4, 4
+    n_trains = N * H * W * K
+    lengths = 1 + np.arange(n_trains) % 3
+    times = np.concatenate([0.002 + 0.004 * np.arange(n) for n in lengths])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    shares = np.random.default_rng(0).uniform(0.05, 0.95, (N, K, H, W))
+    trains = relay.Layer1Trains(times, offsets, shares, t_count=0.049, rate=1000.0)
+    np.testing.assert_array_equal(trains.counts().transpose(0, 2, 3, 1).reshape(-1), lengths)
+    pooled, selected = relay.pool_select(shares)
+    mean, std = relay.fit_standardisation(pooled)
+    keys, _ = relay.relay_plan(trains, selected, np.array([[0, 0, 0], [0, 1, 1], [0, 0, 1]]))
+    _, counts, _, _ = relay.relay_inputs(trains, keys, mean, std)
+    layer = relay.SpikingRelayLayer(K, 2, mean, std, backend="runtime", record_inputs=True, seed=0)
+    w0 = layer.weights.copy()
+    out = layer.present_relay(trains, keys, learn=False)
+    np.testing.assert_array_equal(out.input_counts, counts)
+    assert counts.sum() > 0 and out.counts.shape == (3, 2)
+    np.testing.assert_array_equal(out.weights, w0)
