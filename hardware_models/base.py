@@ -12,13 +12,20 @@ Weight scale. Each weight is held as a pair of normalised conductances ``g = (g+
 ``w = w_scale * (g+ - g-)``. For a one-sided pair (PCM) both halves are programmed and
 ``w_scale = w_max``; for a bidirectional device against a fixed reference ``g- = 1/2`` (linear,
 RRAM) ``w_scale = 2 w_max``. Either way the representable range is ``[-w_max, w_max]``.
-``w_max`` is chosen per layer at ``attach`` as ``w_max_factor * max|w|`` of the weights handed
-over (``w_max_factor = 1``: the initial weights just fill the range; the SoftHebb update moves
-each neuron towards norm 1, inside the initial range, so nothing is lost to clipping), or given
-absolutely as ``w_max``. This is the mapping of IBM aihwkit (``weight_scaling_omega = 1``).
-Note that SoftHebb shrinks the neuron norms from ``radius`` (25) to 1, so the learnt weights end
-up using about ``1/radius`` of a range sized on the initial weights; pass ``w_max`` to study
-devices sized for the converged weights.
+``w_max`` is chosen per layer at ``attach``, in one of three ways:
+
+* ``w_max_factor * max|w|`` of the weights handed over (the default, ``w_max_factor = 1``: the
+  initial weights just fill the range, nothing is clipped). This is the mapping of IBM aihwkit
+  (``weight_scaling_omega = 1``). But SoftHebb shrinks the neuron norms from ``radius`` (25) to 1,
+  so the learnt weights end up using about ``1/radius`` of such a range: few of the device's
+  states, and the smallest conductances, where PCM's relative read noise is largest.
+* ``w_max_unit / sqrt(fan_in)``: the range sized for the *converged* weights. A neuron of norm 1
+  (SoftHebb's fixed point, SPEC.md §2.6) has rms weight ``1 / sqrt(fan_in)``, so ``w_max_unit``
+  is the range in those units, the same for every layer whatever its fan-in. The initial weights
+  (rms ``radius / sqrt(fan_in)``) then saturate at ``+-w_max`` when programmed, as an
+  over-range write saturates a real device; the neurons start from norm ``<= w_max_unit`` and
+  the norm-dependent learning rate brings them to 1 as before.
+* ``w_max``: an absolute value.
 
 Pulse mapping. A float update ``dw`` becomes a signed integer number of identical programming
 pulses per device, ``n = sign(dw) * SR(|dw| / dw_step)``, where ``dw_step = w_scale * dg_step``
@@ -62,6 +69,7 @@ class SynapseDevice:
         nu: drift exponents with the shape of ``g``, or ``None`` for a drift-free device.
         t_prog: clock time at which each conductance was last programmed (drifting devices).
         w_max, w_scale, dw_step: the weight range, conductance-to-weight factor, weight per pulse.
+        clipped: how many of the weights handed to ``attach`` lay outside ``[-w_max, w_max]``.
         pulses: total number of programming pulses applied since ``attach``.
     """
 
@@ -70,9 +78,13 @@ class SynapseDevice:
     #: ``True`` for one-sided pairs (both halves programmed), ``False`` for a fixed reference ``g- = 1/2``
     differential: bool = False
 
-    def __init__(self, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0, t0: float = 20.0):
-        if w_max is not None and not (math.isfinite(w_max) and w_max > 0):
-            raise ValueError(f"w_max must be a positive finite number, got {w_max}")
+    def __init__(self, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0,
+                 w_max_unit: float | None = None, t0: float = 20.0):
+        for name, value in (("w_max", w_max), ("w_max_unit", w_max_unit)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if w_max is not None and w_max_unit is not None:
+            raise ValueError("give the device range as w_max or as w_max_unit, not both")
         if not (math.isfinite(w_max_factor) and w_max_factor > 0):
             raise ValueError(f"w_max_factor must be a positive finite number, got {w_max_factor}")
         if not t0 > 0:
@@ -81,6 +93,7 @@ class SynapseDevice:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.w_max_fixed = None if w_max is None else float(w_max)
         self.w_max_factor = float(w_max_factor)
+        self.w_max_unit = None if w_max_unit is None else float(w_max_unit)
         self.t0 = float(t0)
         self.shape: torch.Size | None = None
         self.g: Tensor | None = None
@@ -99,8 +112,8 @@ class SynapseDevice:
             raise ValueError("cannot attach non-finite weights")
         self.shape, self.device, self.dtype = weight.shape, weight.device, weight.dtype
         self.generator = torch.Generator(device=weight.device).manual_seed(self.seed)
-        largest = float(weight.abs().max()) if weight.numel() else 0.0
-        self.w_max = self.w_max_fixed if self.w_max_fixed is not None else self.w_max_factor * largest
+        self.w_max = self.range_for(weight)
+        self.clipped = int((weight.abs() > self.w_max).sum())  # weights saturated by the first write
         if not self.w_max > 0:
             raise ValueError("all-zero weights: give w_max explicitly to set the device range")
         self.w_scale = self.w_max if self.differential else 2.0 * self.w_max
@@ -109,6 +122,15 @@ class SynapseDevice:
         self.time, self.pulses = 0.0, 0
         self._init_state(weight.detach())
         return self.read()
+
+    def range_for(self, weight: Tensor) -> float:
+        """``w_max`` for these weights: absolute, per unit-norm rms, or relative to ``max|w|`` (module docstring)."""
+        if self.w_max_fixed is not None:
+            return self.w_max_fixed
+        if self.w_max_unit is not None:
+            fan_in = math.prod(weight.shape[1:]) if weight.dim() > 1 else weight.numel()
+            return self.w_max_unit / math.sqrt(max(1, fan_in))
+        return self.w_max_factor * (float(weight.abs().max()) if weight.numel() else 0.0)
 
     @torch.no_grad()
     def program(self, dw: Tensor) -> Tensor:

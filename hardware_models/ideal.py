@@ -30,7 +30,7 @@ class IdealSynapse(SynapseDevice):
     def attach(self, weight: Tensor) -> Tensor:
         self.shape, self.device, self.dtype = weight.shape, weight.device, weight.dtype
         self.w = weight.detach().clone()
-        self.w_max = float(self.w.abs().max()) if self.w.numel() else 0.0
+        self.w_max, self.clipped = float(self.w.abs().max()) if self.w.numel() else 0.0, 0
         self.time, self.pulses = 0.0, 0
         return self.w.clone()
 
@@ -60,10 +60,11 @@ class LinearSynapse(SynapseDevice):
     the ends. With an even number of levels zero is not a state. No noise, no drift.
     """
 
-    def __init__(self, levels: int = 16, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0):
+    def __init__(self, levels: int = 16, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0,
+                 w_max_unit: float | None = None):
         if int(levels) != levels or levels < 2:
             raise ValueError(f"levels must be an integer >= 2, got {levels}")
-        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor)
+        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor, w_max_unit=w_max_unit)
         self.levels = int(levels)
         self.dg_step = 1.0 / (self.levels - 1)
 

@@ -64,6 +64,31 @@ def test_linear_device_stays_on_grid_and_in_bounds():
     assert len(torch.unique(k.round())) == levels  # both ends reached, every level used
 
 
+@pytest.mark.parametrize("spec", ["linear16", "pcm", "rram"])
+def test_unit_range_is_sized_for_norm_one_neurons_and_saturates_larger_weights(spec):
+    # a conv weight (K, C, k, k): fan-in C k k = 75; w_max_unit = 4 -> w_max = 4 / sqrt(75)
+    dev = hm.make_synapse(f"{spec}:w_max_unit=4", seed=4, read_noise_scale=0) if spec == "pcm" else \
+        hm.make_synapse(f"{spec}:w_max_unit=4", seed=4)
+    gen = torch.Generator().manual_seed(2)
+    w0 = torch.randn(32, 3, 5, 5, generator=gen) * 25 / math.sqrt(75)  # SoftHebb's initial radius 25
+    w = dev.attach(w0)
+    assert dev.w_max == pytest.approx(4 / math.sqrt(75), rel=1e-12)
+    assert dev.clipped == int((w0.abs() > dev.w_max).sum())
+    p = math.erfc(4 / 25 / math.sqrt(2))  # P(|N(0, 1)| > 4 / 25): 87 % of the initial weights saturate
+    assert abs(dev.clipped / w0.numel() - p) < Z * math.sqrt(p * (1 - p) / w0.numel())
+    # analog devices saturate at their own spread-out bounds (g_max device-to-device), around w_max
+    assert w.abs().mean() < 1.2 * dev.w_max < w0.abs().mean() / 4
+    if spec == "linear16":  # saturated weights sit exactly on the end states, with the sign they had
+        assert w.abs().max() <= dev.w_max * (1 + 1e-6)
+        saturated = w0.abs() > dev.w_max
+        assert torch.equal(w[saturated].abs(), torch.full_like(w[saturated], dev.w_max))
+        assert torch.equal(torch.sign(w[saturated]), torch.sign(w0[saturated]))
+    with pytest.raises(ValueError, match="not both"):
+        hm.make_synapse(f"{spec}:w_max_unit=4,w_max=1")
+    with pytest.raises(ValueError, match="w_max_unit"):
+        hm.make_synapse(f"{spec}:w_max_unit=-1")
+
+
 def test_stochastic_rounding_is_unbiased_below_one_step():
     dev = hm.make_synapse("linear:N=64", seed=2, w_max=1.0)
     dev.attach(torch.zeros(100_000))
