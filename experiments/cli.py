@@ -19,7 +19,7 @@ from rate_decoder.data import DataError
 from rate_decoder.layers import NORMALISATIONS
 from rate_decoder.network import RULE_CHOICES, available_presets, load_preset
 from rate_decoder.run import CheckpointError, evaluate, run
-from rate_decoder.training import MODES
+from rate_decoder.training import MODES, FeatureCacheError
 
 
 def _synapse_factory(spec: str | None, seed: int):
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, CheckpointError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (DataError, CheckpointError, FeatureCacheError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"softhebb: error: {err}", file=sys.stderr)
         return 2
 

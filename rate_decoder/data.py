@@ -1,4 +1,4 @@
-"""Datasets as in-memory uint8 tensors ``(N, C, H, W)``.
+"""Datasets as uint8 images ``(N, C, H, W)``: in-memory tensors, or files decoded on demand.
 
 Sources, tried in this order for a named dataset:
 
@@ -10,14 +10,19 @@ Sources, tried in this order for a named dataset:
 
 ``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
 ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), resized to the
-preset's image size. Pixels stay uint8 and become floats in [0, 1] per batch (:func:`to_float`): the
-first block's batch norm is what standardises them (SPEC.md §5).
+preset's image size. When its decoded pixels would exceed :data:`IMAGE_MEMORY_BUDGET` (ImageNet at
+160 px: 98 GB) both splits stay on disk as :class:`ImageFolderImages`, which index like the tensors
+they stand for and decode each batch when it is asked for. Pixels stay uint8 and become floats in
+[0, 1] per batch (:func:`to_float`): the first block's batch norm is what standardises them (SPEC.md §5).
 """
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -27,29 +32,137 @@ from torch import Tensor
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10"}
+#: an ImageFolder tree whose decoded pixels (train + val, N*C*H*W bytes) exceed this many bytes is streamed
+#: from disk instead of loaded (ImageNette at 160 px, 1.0 GB, is loaded; ImageNet, 98 GB, is streamed)
+IMAGE_MEMORY_BUDGET = 2 * 2**30
+#: decoding threads: PIL releases the GIL while it decodes and resizes, so a few threads scale
+DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
 class DataError(ValueError):
     """A dataset is missing, corrupt or malformed."""
 
 
+@cache
+def _decode_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="softhebb-decode")
+
+
+class ImageFolderImages:
+    """Image files that index like the uint8 tensor ``(N, 3, S, S)`` of their decoded, resized pixels.
+
+    ``len(x)``, ``x.shape``, ``x.dtype``, ``x[i:j]``, ``x[index_tensor]`` (any order, as the shuffled
+    unsupervised epoch asks) and ``x.index_select(0, index)`` return uint8 tensors decoded on demand
+    (PIL, ``Resize((S, S))`` then ``PILToTensor``: the pixels torchvision's ``ImageFolder`` gives), so a
+    dataset larger than memory can be trained on. A batch is decoded by a small thread pool. A file
+    PIL cannot read raises :class:`DataError` naming it.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, paths: Sequence[str | os.PathLike], image_size: int):
+        from torchvision import transforms
+
+        self.paths = [str(p) for p in paths]
+        self.image_size = image_size
+        self.shape = torch.Size((len(self.paths), 3, image_size, image_size))
+        self._transform = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"ImageFolderImages({len(self)} files, shape={tuple(self.shape)})"
+
+    def head(self, n: int | None) -> "ImageFolderImages":
+        """The first ``n`` images (all for ``None``), still on disk: what ``tensor[:n]`` is for a subset."""
+        return self if n is None else ImageFolderImages(self.paths[:n], self.image_size)
+
+    def __getitem__(self, key) -> Tensor:
+        if isinstance(key, slice):
+            return self._read(range(len(self))[key])
+        index = torch.as_tensor(key)
+        if index.dim() > 1 or index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+            raise IndexError(f"ImageFolderImages takes an integer, a slice or a 1-D integer index, got {key!r}")
+        if index.numel() and (index.min() < -len(self) or index.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} images")
+        positions = (index.long() % max(1, len(self))).tolist()
+        return self._read([positions])[0] if index.dim() == 0 else self._read(positions)
+
+    def index_select(self, dim: int, index: Tensor) -> Tensor:
+        if dim != 0:
+            raise IndexError("ImageFolderImages selects along dimension 0 (images) only")
+        return self[index]
+
+    def _read(self, positions: Sequence[int]) -> Tensor:
+        out = torch.empty((len(positions), *self.shape[1:]), dtype=torch.uint8)
+
+        def load(k: int) -> None:
+            out[k] = self._decode(self.paths[positions[k]])
+
+        if len(positions) == 1:
+            load(0)
+        else:
+            for _ in _decode_pool().map(load, range(len(positions))):
+                pass  # consumed so that a worker's DataError is raised here
+        return out
+
+    def _decode(self, path: str) -> Tensor:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise DataError(f"image file {path} is corrupt or unreadable ({type(err).__name__}: {err})") from None
+        return self._transform(rgb)
+
+
+Images = Tensor | ImageFolderImages
+
+
+def iter_batches(images: Images, indices: Iterable) -> Iterator[Tensor]:
+    """``images[idx]`` for each ``idx`` in turn; files are decoded one batch ahead, while the caller computes.
+
+    A tensor is simply indexed (no thread, no copy beyond indexing itself).
+    """
+    if isinstance(images, Tensor):
+        for idx in indices:
+            yield images[idx]
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="softhebb-prefetch") as ahead:
+        pending = None
+        for idx in indices:
+            future = ahead.submit(images.__getitem__, idx)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
+
+
+def _head(x: Images | None, n: int | None) -> Images | None:
+    if x is None:
+        return None
+    return x.head(n) if isinstance(x, ImageFolderImages) else x[:n]
+
+
 @dataclass
 class Dataset:
     name: str
-    x_train: Tensor  # uint8 (N, C, H, W)
+    x_train: Images  # uint8 (N, C, H, W): a tensor, or files decoded on demand
     y_train: Tensor  # int64 (N,)
-    x_test: Tensor
+    x_test: Images
     y_test: Tensor
     classes: list[str]
-    x_unlabeled: Tensor | None = None  # extra images for the unsupervised phase only (STL-10)
+    x_unlabeled: Images | None = None  # extra images for the unsupervised phase only (STL-10)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
         """The first ``n_train`` training (and unlabeled) and ``n_test`` test images (original order)."""
-        unlabeled = None if self.x_unlabeled is None else self.x_unlabeled[:n_train]
-        return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train], self.x_test[:n_test],
-                       self.y_test[:n_test], self.classes, unlabeled)
+        return Dataset(self.name, _head(self.x_train, n_train), self.y_train[:n_train], _head(self.x_test, n_test),
+                       self.y_test[:n_test], self.classes, _head(self.x_unlabeled, n_train))
 
-    def unsupervised_images(self, split: str = "train") -> Tensor:
+    def unsupervised_images(self, split: str = "train") -> Images:
         """The images of the unsupervised phase: ``"train"`` or ``"unlabeled"`` (SPEC.md §5: STL-10)."""
         if split == "train":
             return self.x_train
@@ -157,29 +270,46 @@ def _torchvision(name: str, root: Path, download: bool, unlabeled: bool = False)
     return Dataset(name, *splits["train"], *splits["test"], list(getattr(ds, "classes", [])), unlabeled_images)
 
 
-def _imagefolder(root: Path, image_size: int) -> Dataset:
-    import torchvision
-    from torchvision import transforms
+def _imagefolder(root: Path, image_size: int, memory_budget: int | None = None) -> Dataset:
+    """The ``train/`` and ``val/`` splits of an ImageFolder tree, loaded if their pixels fit ``memory_budget``.
 
-    t = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
+    ``memory_budget`` defaults to :data:`IMAGE_MEMORY_BUDGET` (read at call time); a larger tree stays on
+    disk as :class:`ImageFolderImages`. Loading goes through the same decoder, so both give the same pixels.
+    """
+    import torchvision
+
+    if image_size is None:
+        raise DataError("an ImageFolder dataset needs the preset's image_size")
     splits = {}
     for split in ("train", "val"):
         folder = root / split
         if not folder.is_dir():
             raise DataError(f"ImageFolder tree {root} has no {split}/ directory")
-        ds = torchvision.datasets.ImageFolder(str(folder), transform=t)
-        if len(ds) == 0:
-            raise DataError(f"{folder} holds no images")
-        xs, ys = zip(*(ds[i] for i in range(len(ds))))
-        splits[split] = (torch.stack(xs), torch.tensor(ys, dtype=torch.int64))
-    return Dataset(root.name, *splits["train"], *splits["val"], ds.classes)
+        try:
+            ds = torchvision.datasets.ImageFolder(str(folder))
+        except FileNotFoundError as err:
+            raise DataError(f"{folder} holds no images ({err})") from None
+        splits[split] = ds
+    train, val = splits["train"], splits["val"]
+    if val.classes != train.classes:
+        only_one = sorted(set(train.classes) ^ set(val.classes))
+        raise DataError(f"{root}: train/ and val/ hold different class folders (only in one: {only_one[:5]}"
+                        f"{' ...' if len(only_one) > 5 else ''}), so their labels would not match")
+    images = {s: ImageFolderImages([p for p, _ in ds.samples], image_size) for s, ds in splits.items()}
+    budget = IMAGE_MEMORY_BUDGET if memory_budget is None else memory_budget
+    if sum(x.shape.numel() for x in images.values()) <= budget:
+        images = {s: x[:] for s, x in images.items()}
+    labels = {s: torch.tensor(ds.targets, dtype=torch.int64) for s, ds in splits.items()}
+    return Dataset(root.name, images["train"], labels["train"], images["val"], labels["val"], train.classes)
 
 
 def load_dataset(name: str, directory: str | os.PathLike | None = None, download: bool = False,
-                 image_size: int | None = None, unlabeled: bool = False) -> Dataset:
+                 image_size: int | None = None, unlabeled: bool = False,
+                 image_memory_budget: int | None = None) -> Dataset:
     """Load ``name`` (digits, mnist, cifar10, cifar100, stl10, imagefolder) from the sources above.
 
     ``unlabeled`` also reads torchvision's STL-10 ``unlabeled`` split (an npz brings ``x_unlabeled`` if it has it).
+    ``image_memory_budget`` (bytes, default :data:`IMAGE_MEMORY_BUDGET`): a larger ImageFolder tree is streamed.
     """
     if name == "digits":
         return load_digits()
@@ -187,7 +317,7 @@ def load_dataset(name: str, directory: str | os.PathLike | None = None, download
     if name == "imagefolder":
         if d is None or not d.is_dir():
             raise DataError(f"imagefolder datasets need --data-dir pointing to a tree with train/ and val/ (got {d})")
-        return _imagefolder(d, image_size)
+        return _imagefolder(d, image_size, image_memory_budget)
     if d is not None and not download:
         if not d.is_dir():
             raise DataError(f"data directory {d} (from --data-dir or SOFTHEBB_DATA) does not exist")

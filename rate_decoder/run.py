@@ -10,6 +10,10 @@ Run directory::
 A checkpoint is written after every unsupervised block and every readout epoch; ``resume=True``
 continues from the last one. Files are written to a temporary name and renamed, so an interrupted
 write never leaves a half-written checkpoint or metrics file behind.
+
+A feature cache too large for RAM (:func:`~rate_decoder.training.extract_features`) is a memory-mapped
+file in the run directory, unlinked as soon as it is created: it uses disk space while the run lives
+but never shows in the directory and never outlives the process.
 """
 from __future__ import annotations
 
@@ -182,7 +186,8 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
             augmentation = preset["readout"]["augment"]
             feature_fn = None
             if augmentation == "none":  # features are a fixed function of the image: compute them once
-                train_f = extract_features(net, data.x_train, device=device, progress=progress, desc="train features")
+                train_f = extract_features(net, data.x_train, device=device, progress=progress, desc="train features",
+                                           cache_dir=out)
             else:  # recomputed for every batch from augmented images
                 pad = preset["readout"]["augment_pad"]
                 augment(data.x_train[:1].float(), augmentation, pad)  # unknown kinds fail here, not after an epoch
@@ -194,7 +199,8 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
                         x = augment(to_float(images, device, normalize), augmentation, pad)
                         return net.features(x).flatten(1)
             net.eval()
-            test_f = extract_features(net, data.x_test, device=device, progress=progress, desc="test features")
+            test_f = extract_features(net, data.x_test, device=device, progress=progress, desc="test features",
+                                      cache_dir=out)
             timings["features_s"] = time.perf_counter() - t
             t = time.perf_counter()
 
@@ -231,5 +237,6 @@ def evaluate(run_dir: str | os.PathLike, device=None, data_dir=None, n_test: int
     net.eval()
     if str(device or "cpu") == "cpu":
         configure_cpu()
-    feats = extract_features(net, data.x_test, device=device, progress=progress, desc="test features")
+    feats = extract_features(net, data.x_test, device=device, progress=progress, desc="test features",
+                             cache_dir=run_dir)
     return accuracy(net.head, feats, data.y_test, device)

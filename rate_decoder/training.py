@@ -4,11 +4,18 @@ Protocol (SPEC.md §6): one unsupervised epoch at batch 10; then a linear readou
 flattened features, Adam(1e-3), batch 64, the learning rate halved after epochs
 floor({0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9} * E), and the last epoch's test accuracy reported.
 Without augmentation the features are a deterministic function of the image, so they are computed
-once and cached (fp16 by default: half the memory, see :func:`extract_features`).
+once and cached (fp16 by default: half the memory, see :func:`extract_features`); a cache larger than
+:func:`feature_memory_budget` lives in a memory-mapped file instead of RAM.
+
+Images are uint8 tensors or :class:`~rate_decoder.data.ImageFolderImages` (files decoded per batch).
 """
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,10 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import to_float
+from .data import Images, iter_batches, to_float
 from .network import SoftHebbNet
 
 MODES = ("greedy", "simultaneous")
+
+
+class FeatureCacheError(OSError):
+    """The on-disk feature cache cannot be created (typically: not enough free disk space)."""
 
 
 def configure_cpu() -> None:
@@ -42,7 +53,7 @@ def unsupervised_order(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)
 
 
-def train_unsupervised(net: SoftHebbNet, images: Tensor, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
+def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
                        device=None, start_block: int = 0, on_block_done: Callable[[int], None] | None = None,
                        progress: bool = True) -> None:
     """One unsupervised epoch per block (greedy) or one epoch for all blocks at once (simultaneous).
@@ -66,8 +77,10 @@ def train_unsupervised(net: SoftHebbNet, images: Tensor, mode: str = "greedy", b
         net.set_learning_block("all" if stage is None else stage)
         label = "unsupervised (all layers)" if stage is None else f"unsupervised layer {stage + 1}/{len(net.blocks)}"
         with torch.no_grad():
-            for idx in tqdm(batches, desc=label, disable=not progress, mininterval=2.0, unit="batch"):
-                x = to_float(images[torch.from_numpy(idx)], device, normalize)
+            batch_images = iter_batches(images, (torch.from_numpy(idx) for idx in batches))
+            for x in tqdm(batch_images, desc=label, disable=not progress, mininterval=2.0, unit="batch",
+                          total=len(batches)):
+                x = to_float(x, device, normalize)
                 if stage is None:
                     for block in net.blocks:
                         x = block.learn(x)
@@ -79,9 +92,56 @@ def train_unsupervised(net: SoftHebbNet, images: Tensor, mode: str = "greedy", b
             on_block_done(len(net.blocks) - 1 if stage is None else stage)
 
 
+def feature_memory_budget() -> int:
+    """Bytes of features :func:`extract_features` keeps in RAM: half the physical memory, at most 8 GiB.
+
+    CIFAR-10's 2.5 GB fp16 cache stays in RAM on any machine with more than 5 GB; the ``imagenet``
+    preset's (1.28M images x 307,200 features, 786 GB) goes to disk.
+    """
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return 8 * 2**30
+    return min(8 * 2**30, ram // 2)
+
+
+def _feature_buffer(n: int, n_features: int, dtype: torch.dtype, memory_budget: int | None,
+                    cache_dir: str | os.PathLike | None) -> Tensor:
+    """An ``(n, n_features)`` CPU tensor: in RAM within ``memory_budget`` bytes, else a memory-mapped file.
+
+    The file is unlinked as soon as it is mapped. Nothing but this process ever reads it, so no
+    half-written cache can be mistaken for a finished one, and its disk space is returned when the
+    tensor is freed or the process ends, even if it is killed (else hundreds of GB left per crash).
+    Its blocks are reserved up front: writing to a mapping on a full disk would kill the process
+    with SIGBUS instead of raising.
+    """
+    np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    nbytes = n * n_features * np_dtype.itemsize
+    if nbytes <= (feature_memory_budget() if memory_budget is None else memory_budget):
+        return torch.empty(n, n_features, dtype=dtype)
+    directory = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
+    fd, name = tempfile.mkstemp(prefix=".features.", suffix=".tmp", dir=directory)
+    try:
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)
+            else:
+                os.ftruncate(fd, nbytes)
+        except OSError as err:
+            free = shutil.disk_usage(directory).free
+            raise FeatureCacheError(f"the feature cache needs {nbytes / 2**30:.1f} GiB on disk (more than the "
+                                    f"memory budget) but {directory} has {free / 2**30:.1f} GiB free ({err})") from None
+        array = np.memmap(name, dtype=np_dtype, mode="r+", shape=(n, n_features))
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    return torch.from_numpy(array)
+
+
 @torch.no_grad()
-def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int | None = None, device=None,
-                     dtype=torch.float16, progress: bool = True, desc: str = "features") -> Tensor:
+def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = None, device=None,
+                     dtype=torch.float16, progress: bool = True, desc: str = "features",
+                     memory_budget: int | None = None, cache_dir: str | os.PathLike | None = None) -> Tensor:
     """Flattened features (C, H, W order) of all images, every block in eval mode, stored on the CPU.
 
     ``batch_size`` defaults to 50 on CPU (the activations stay in cache: 200 images/s on the
@@ -89,6 +149,11 @@ def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int | None = 
 
     fp16 halves the cache (CIFAR-10: 2.5 GB instead of 4.9 GB). Values beyond fp16's range would turn
     to inf, so that is checked and the cache falls back to fp32 rather than holding garbage.
+
+    A cache of more than ``memory_budget`` bytes (default :func:`feature_memory_budget`) is a
+    memory-mapped file in ``cache_dir`` (default: the temporary directory, which may be RAM-backed:
+    a run passes its own directory), see :func:`_feature_buffer`; it indexes like the RAM tensor and
+    holds the same values.
     """
     check_images(images[:1], net)
     if batch_size is None:
@@ -97,14 +162,19 @@ def extract_features(net: SoftHebbNet, images: Tensor, batch_size: int | None = 
     net.eval()
     normalize = net.preset.get("normalize", "none")
     n_features = int(np.prod(net.feature_shape))
-    out = torch.empty(len(images), n_features, dtype=dtype)
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, mininterval=2.0, unit="batch"):
-        f = net.features(to_float(images[i:i + batch_size], device, normalize)).flatten(1)
+    out = _feature_buffer(len(images), n_features, dtype, memory_budget, cache_dir)
+    starts = range(0, len(images), batch_size)
+    batches = iter_batches(images, (slice(i, i + batch_size) for i in starts))
+    for i, x in zip(tqdm(starts, desc=desc, disable=not progress, mininterval=2.0, unit="batch"), batches):
+        f = net.features(to_float(x, device, normalize)).flatten(1)
         if not torch.isfinite(f).all():
             raise FloatingPointError("non-finite features: the network's weights or batch-norm statistics are broken")
         if dtype == torch.float16 and f.abs().max() > torch.finfo(torch.float16).max:
             net.train(was_training)
-            return extract_features(net, images, batch_size, device, torch.float32, progress, desc)
+            batches.close()
+            del out  # release the fp16 buffer (or its file) before the fp32 one is allocated
+            return extract_features(net, images, batch_size, device, torch.float32, progress, desc, memory_budget,
+                                    cache_dir)
         out[i:i + batch_size] = f.to("cpu", dtype)
     net.train(was_training)
     return out
@@ -162,16 +232,22 @@ def halving_epochs(epochs: int) -> set[int]:
 
 
 @torch.no_grad()
-def accuracy(logits_fn: Callable[[Tensor], Tensor], features: Tensor, labels: Tensor, device=None,
-             batch_size: int = 1000) -> float:
+def accuracy(logits_fn: Callable[[Tensor], Tensor], features: Tensor | Images, labels: Tensor, device=None,
+             batch_size: int = 1000, prepare: Callable[[Tensor], Tensor] | None = None) -> float:
+    """Fraction of ``labels`` that ``logits_fn`` gets right, batch by batch.
+
+    ``prepare`` turns a batch of ``features`` into ``logits_fn``'s input (default: fp32 on ``device``);
+    for images it converts one batch at a time, so the whole set never exists as floats.
+    """
     correct = 0
     for i in range(0, len(features), batch_size):
-        logits = logits_fn(features[i:i + batch_size].to(device, torch.float32))
+        batch = features[i:i + batch_size]
+        logits = logits_fn(batch.to(device, torch.float32) if prepare is None else prepare(batch))
         correct += (logits.argmax(1).cpu() == labels[i:i + batch_size]).sum().item()
     return correct / max(1, len(features))
 
 
-def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor, test_features: Tensor,
+def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_labels: Tensor, test_features: Tensor,
                   test_labels: Tensor, epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                   device=None, start_epoch: int = 0, optimizer_state: dict | None = None,
                   on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True,
@@ -224,7 +300,7 @@ def train_readout(net: SoftHebbNet, train_features: Tensor, train_labels: Tensor
     return history
 
 
-def train_backprop(net: SoftHebbNet, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+def train_backprop(net: SoftHebbNet, x_train: Images, y_train: Tensor, x_test: Images, y_test: Tensor,
                    epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device=None,
                    on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True) -> list[dict]:
     """The backprop baseline: the same blocks (ReLU, ``nn.Conv2d``) and head trained end to end."""
@@ -247,8 +323,10 @@ def train_backprop(net: SoftHebbNet, x_train: Tensor, y_train: Tensor, x_test: T
             for group in optimizer.param_groups:
                 group["lr"] *= 0.5
         net.eval()
-        metrics = {"epoch": epoch + 1, "test_acc": accuracy(lambda x: net(x), to_float(x_test, None, normalize),
-                                                            y_test, device, batch_size=500)}
+        # converted on the CPU then moved, batch by batch: the same values the whole-set CPU conversion gave
+        test_acc = accuracy(net, x_test, y_test, device, batch_size=500,
+                            prepare=lambda x: to_float(x, None, normalize).to(device))
+        metrics = {"epoch": epoch + 1, "test_acc": test_acc}
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch + 1, metrics, optimizer.state_dict())
