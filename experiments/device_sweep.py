@@ -3,9 +3,12 @@
     python -m experiments.device_sweep --preset mnist --layers 1 --out results/devices_mnist_L1
     python -m experiments.device_sweep --preset mnist --layers 1 --n-train 10000 --n-test 2000 \
         --readout-epochs 10 --synapses ideal linear16 pcm --out results/devices_quick
+    python -m experiments.device_sweep --preset cifar10 --layers 1 --synapses "linear64:w_max_unit=24" ...
 
 For every synapse model the Hebbian layers learn through the device (``layer.attach_synapse``), the
-readout is trained at programming time, and the test accuracy is measured on the weights read
+readout is trained at programming time (on the features of the last read, or with
+``--readout-reads fresh`` on those of a fresh read of the devices for every batch, so that it learns
+to ignore their read noise), and the test accuracy is measured on the weights read
 back after 1 s, 1 h, 1 day and 1 year of drift, with and without global drift compensation
 (``hardware_models.GlobalDriftCompensation``). Writes ``devices.json``, ``devices.md``, the drift
 figure ``devices_drift.png`` and, when linear devices were swept, ``devices_states.png`` (accuracy
@@ -22,7 +25,7 @@ from pathlib import Path
 import torch
 
 import hardware_models
-from rate_decoder.data import load_dataset
+from rate_decoder.data import load_dataset, to_float
 from rate_decoder.network import SoftHebbNet, load_preset
 from rate_decoder.run import atomic_write, write_json
 from rate_decoder.training import accuracy, configure_cpu, extract_features, train_readout, train_unsupervised
@@ -39,13 +42,29 @@ def evaluate_synapse(spec, preset, data, args) -> dict:
         block.conv.attach_synapse(dev)
     t = time.perf_counter()
     train_unsupervised(net, data.x_train, "greedy", preset["unsupervised"]["batch_size"], args.seed, progress=False)
-    feats = (extract_features(net, data.x_train, progress=False), extract_features(net, data.x_test, progress=False))
-    history = train_readout(net, feats[0], data.y_train, feats[1], data.y_test, args.readout_epochs or
+    exact_reads = all(isinstance(d, (hardware_models.IdealSynapse, hardware_models.LinearSynapse)) for d in devices)
+    fresh_reads = args.readout_reads == "fresh" and not exact_reads
+    test_f = extract_features(net, data.x_test, progress=False)  # the weights of the last read during learning
+    net.eval()
+    if fresh_reads:  # noise-aware readout: each training batch sees the features of a new read of the devices
+        normalize = preset.get("normalize", "none")
+        train_f = data.x_train
+
+        def feature_fn(images):
+            with torch.no_grad():
+                for block, dev in zip(net.blocks, devices):
+                    block.conv.weight.copy_(dev.read())
+                return net.features(to_float(images, None, normalize)).flatten(1)
+    else:
+        train_f, feature_fn = extract_features(net, data.x_train, progress=False), None
+    history = train_readout(net, train_f, data.y_train, test_f, data.y_test, args.readout_epochs or
                             preset["readout"]["epochs"], preset["readout"]["batch_size"], preset["readout"]["lr"],
-                            progress=False)
-    row = {"synapse": spec, "readout_epochs": args.readout_epochs, "test_acc": history[-1]["test_acc"], "pulses": sum(int(d.pulses) for d in devices),
-           "train_s": time.perf_counter() - t, "drift": {}}
-    if all(isinstance(d, (hardware_models.IdealSynapse, hardware_models.LinearSynapse)) for d in devices):
+                            progress=False, feature_fn=feature_fn)
+    row = {"synapse": spec, "readout_epochs": args.readout_epochs, "exact_reads": exact_reads,
+           "readout_reads": "fresh" if fresh_reads else "one",
+           "test_acc": history[-1]["test_acc"], "pulses": sum(int(d.pulses) for d in devices),
+           "clipped_at_attach": sum(int(d.clipped) for d in devices), "train_s": time.perf_counter() - t, "drift": {}}
+    if exact_reads:
         # no drift and noiseless reads: every later read returns the same weights, so the same accuracy
         row["drift"] = {label: {"raw": row["test_acc"], "compensated": row["test_acc"]} for label in DRIFT_TIMES}
         print(json.dumps(row), flush=True)
@@ -78,6 +97,9 @@ def main(argv=None):
     ap.add_argument("--n-train", type=int)
     ap.add_argument("--n-test", type=int)
     ap.add_argument("--readout-epochs", type=int)
+    ap.add_argument("--readout-reads", choices=["one", "fresh"], default="one",
+                    help="train the readout on the features of the last read of the devices (one) or of a fresh "
+                         "read for every batch (fresh: noise-aware, for devices with read noise)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     configure_cpu()
@@ -90,7 +112,8 @@ def main(argv=None):
         previous = json.loads((out / "devices.json").read_text())
         if previous.get("preset") == preset["name"] and previous.get("n_train") == len(data.x_train):
             done = {r["synapse"]: r for r in previous["rows"]
-                    if r.get("readout_epochs", args.readout_epochs) == args.readout_epochs}
+                    if r.get("readout_epochs", args.readout_epochs) == args.readout_epochs
+                    and (r.get("exact_reads") or r.get("readout_reads", "one") == args.readout_reads)}
     rows = []
     for spec in args.synapses:
         if spec in done:
@@ -100,12 +123,14 @@ def main(argv=None):
             rows.append(evaluate_synapse(spec, preset, data, args))
         write_json(out / "devices.json", {"preset": preset["name"], "n_train": len(data.x_train),
                                           "n_test": len(data.x_test), "rows": rows})
-    header = "| synapse | test acc % | " + " | ".join(f"{k} raw / comp." for k in DRIFT_TIMES) + " | pulses |"
-    lines = [header, "|" + "---|" * (3 + len(DRIFT_TIMES))]
+    header = ("| synapse | readout reads | test acc % | " + " | ".join(f"{k} raw / comp." for k in DRIFT_TIMES)
+              + " | pulses | clipped at attach |")
+    lines = [header, "|" + "---|" * (5 + len(DRIFT_TIMES))]
     for r in rows:
         drift = " | ".join(f"{100 * r['drift'][k]['raw']:.2f} / {100 * r['drift'][k]['compensated']:.2f}"
                            for k in DRIFT_TIMES)
-        lines.append(f"| {r['synapse']} | {100 * r['test_acc']:.2f} | {drift} | {r['pulses']:.3g} |")
+        lines.append(f"| {r['synapse']} | {r.get('readout_reads', 'one')} | {100 * r['test_acc']:.2f} | {drift} | "
+                     f"{r['pulses']:.3g} | {r.get('clipped_at_attach', 0)} |")
     (out / "devices.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib
