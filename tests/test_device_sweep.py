@@ -1,0 +1,29 @@
+"""The device sweep command on the bundled digits: its table, the noise-aware readout and resuming."""
+import json
+
+import pytest
+
+from experiments import device_sweep
+
+
+def test_sweep_writes_rows_and_resumes_without_recomputing(tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    args = ["--preset", "digits", "--readout-epochs", "2", "--out", str(out), "--readout-reads", "fresh",
+            "--synapses", "ideal", "pcm:w_max_unit=8"]
+    device_sweep.main(args)
+    rows = json.loads((out / "devices.json").read_text())["rows"]
+    assert [r["synapse"] for r in rows] == ["ideal", "pcm:w_max_unit=8"]
+    ideal, pcm = rows
+    assert ideal["readout_reads"] == "one" and ideal["pulses"] == 0  # exact reads: nothing to be noise-aware of
+    assert pcm["readout_reads"] == "fresh" and pcm["pulses"] > 0 and pcm["clipped_at_attach"] > 0
+    assert all(ideal["drift"][k]["raw"] == ideal["test_acc"] for k in device_sweep.DRIFT_TIMES)
+    assert ideal["test_acc"] > 0.5 and pcm["test_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert (out / "devices_drift.png").stat().st_size > 0
+
+    def fail(*a, **k):
+        raise AssertionError("a finished model was recomputed")
+
+    monkeypatch.setattr(device_sweep, "evaluate_synapse", fail)
+    device_sweep.main(args)  # both rows come from devices.json
+    with pytest.raises(AssertionError, match="recomputed"):  # another read mode is another measurement
+        device_sweep.main(args[:6] + ["--readout-reads", "one", "--synapses", "pcm:w_max_unit=8"])
