@@ -9,11 +9,15 @@ Sources, tried in this order for a named dataset:
    STL-10's ``unlabeled`` split is read too when a preset asks for it).
 
 ``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
-``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), resized to the
-preset's image size. When its decoded pixels would exceed :data:`IMAGE_MEMORY_BUDGET` (ImageNet at
-160 px: 98 GB) both splits stay on disk as :class:`ImageFolderImages`, which index like the tensors
-they stand for and decode each batch when it is asked for. Pixels stay uint8 and become floats in
-[0, 1] per batch (:func:`to_float`): the first block's batch norm is what standardises them (SPEC.md §5).
+``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), each file
+resized to the preset's image size, ``Resize((S, S))`` without a centre crop: SPEC.md §5's test-time
+preparation of both (the readout's training images are then augmented per batch, see
+``training.augment``). Its :meth:`Dataset.subset` is class-balanced, not the first N files. When its
+decoded pixels would exceed :data:`IMAGE_MEMORY_BUDGET` (ImageNet at 160 px: 98 GB) both splits stay
+on disk as :class:`ImageFolderImages`, which index like the tensors they stand for and decode each
+batch when it is asked for. Pixels stay uint8 and become floats in [0, 1] per batch
+(:func:`to_float`): the first block's batch norm is what standardises them (SPEC.md §5); the
+ImageNet presets also apply ImageNet's mean/std, as the reference code's ``Normalize`` does.
 """
 from __future__ import annotations
 
@@ -31,6 +35,10 @@ from torch import Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: a preset's ``normalize``: pixels in [0, 1] as they are, or standardised with ImageNet's mean/std
+INPUT_NORMALISATIONS = ("none", "imagenet")
+#: a preset's ``[unsupervised] split``: see :meth:`Dataset.unsupervised_images`
+UNSUPERVISED_SPLITS = ("train", "unlabeled")
 TORCHVISION = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10"}
 #: an ImageFolder tree whose decoded pixels (train + val, N*C*H*W bytes) exceed this many bytes is streamed
 #: from disk instead of loaded (ImageNette at 160 px, 1.0 GB, is loaded; ImageNet, 98 GB, is streamed)
@@ -74,9 +82,9 @@ class ImageFolderImages:
     def __repr__(self) -> str:
         return f"ImageFolderImages({len(self)} files, shape={tuple(self.shape)})"
 
-    def head(self, n: int | None) -> "ImageFolderImages":
-        """The first ``n`` images (all for ``None``), still on disk: what ``tensor[:n]`` is for a subset."""
-        return self if n is None else ImageFolderImages(self.paths[:n], self.image_size)
+    def take(self, index: Tensor) -> "ImageFolderImages":
+        """The images at ``index`` (1-D integer positions), still on disk: what ``tensor[index]`` is for a subset."""
+        return ImageFolderImages([self.paths[i] for i in index.tolist()], self.image_size)
 
     def __getitem__(self, key) -> Tensor:
         if isinstance(key, slice):
@@ -141,10 +149,42 @@ def iter_batches(images: Images, indices: Iterable) -> Iterator[Tensor]:
             yield pending.result()
 
 
+#: the fixed seed of :func:`balanced_subset_index`: a subset must not change with the run's seed, so that
+#: runs of several seeds (and ``softhebb eval``) see the same images
+SUBSET_SEED = 0
+
+
+def balanced_subset_index(labels: Tensor, n: int | None) -> Tensor:
+    """Sorted positions of ``n`` items drawn class by class: the subset of a class-sorted (ImageFolder) split.
+
+    Round robin over the classes: every class gives its first image, then its second, and so on,
+    until ``n`` are taken, so class counts differ by at most one (beyond a class's own size). Each
+    class's images come in a shuffled order and the classes of an unfinished round in a shuffled
+    order too (:data:`SUBSET_SEED`), so ``n`` below the number of classes does not keep only the
+    first classes and a class's images are not just its first file names. The positions are returned
+    sorted, so the subset keeps the split's order. ``n`` of ``None`` or at least ``len(labels)``: all.
+    """
+    if n is None or n >= len(labels):
+        return torch.arange(len(labels))
+    rng = np.random.default_rng(SUBSET_SEED)
+    y = labels.numpy()
+    rank = np.empty(len(y), dtype=np.int64)  # position of each image in its class's shuffled order
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        rank[members] = rng.permutation(len(members))
+    class_priority = rng.permutation(int(y.max()) + 1)[y]  # who goes first within an unfinished round
+    chosen = np.lexsort((class_priority, rank))[:max(0, n)]
+    return torch.from_numpy(np.sort(chosen))
+
+
+def _take(x: Images, index: Tensor) -> Images:
+    return x.take(index) if isinstance(x, ImageFolderImages) else x[index]
+
+
 def _head(x: Images | None, n: int | None) -> Images | None:
     if x is None:
         return None
-    return x.head(n) if isinstance(x, ImageFolderImages) else x[:n]
+    return x.take(torch.arange(min(len(x), n))) if isinstance(x, ImageFolderImages) and n is not None else x[:n]
 
 
 @dataclass
@@ -156,11 +196,24 @@ class Dataset:
     y_test: Tensor
     classes: list[str]
     x_unlabeled: Images | None = None  # extra images for the unsupervised phase only (STL-10)
+    #: the splits are listed class by class (ImageFolder), so the first N images would be one class
+    class_sorted: bool = False
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
-        """The first ``n_train`` training (and unlabeled) and ``n_test`` test images (original order)."""
-        return Dataset(self.name, _head(self.x_train, n_train), self.y_train[:n_train], _head(self.x_test, n_test),
-                       self.y_test[:n_test], self.classes, _head(self.x_unlabeled, n_train))
+        """``n_train`` training (and unlabeled) and ``n_test`` test images; ``None``: all of a split.
+
+        npz, torchvision and digits splits: the first N images, in their original order (their order
+        is not by class, and tests and figures rely on these exact images). A class-sorted split
+        (ImageFolder, :attr:`class_sorted`), whose first N images would all be of the first class or
+        two: N images drawn class-balanced with a fixed seed, see :func:`balanced_subset_index`.
+        """
+        if not self.class_sorted:
+            return Dataset(self.name, _head(self.x_train, n_train), self.y_train[:n_train],
+                           _head(self.x_test, n_test), self.y_test[:n_test], self.classes,
+                           _head(self.x_unlabeled, n_train))
+        train, test = balanced_subset_index(self.y_train, n_train), balanced_subset_index(self.y_test, n_test)
+        return Dataset(self.name, _take(self.x_train, train), self.y_train[train], _take(self.x_test, test),
+                       self.y_test[test], self.classes, _head(self.x_unlabeled, n_train), class_sorted=True)
 
     def unsupervised_images(self, split: str = "train") -> Images:
         """The images of the unsupervised phase: ``"train"`` or ``"unlabeled"`` (SPEC.md §5: STL-10)."""
@@ -171,7 +224,7 @@ class Dataset:
                 raise DataError(f"{self.name}: the preset learns from the unlabeled split, which this copy of the "
                                 f"dataset lacks (add x_unlabeled to {self.name}.npz, or use torchvision's copy)")
             return self.x_unlabeled
-        raise DataError(f"unknown unsupervised split {split!r}; choose 'train' or 'unlabeled'")
+        raise DataError(f"unknown unsupervised split {split!r}; choose one of {UNSUPERVISED_SPLITS}")
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -300,7 +353,8 @@ def _imagefolder(root: Path, image_size: int, memory_budget: int | None = None) 
     if sum(x.shape.numel() for x in images.values()) <= budget:
         images = {s: x[:] for s, x in images.items()}
     labels = {s: torch.tensor(ds.targets, dtype=torch.int64) for s, ds in splits.items()}
-    return Dataset(root.name, images["train"], labels["train"], images["val"], labels["val"], train.classes)
+    return Dataset(root.name, images["train"], labels["train"], images["val"], labels["val"], train.classes,
+                   class_sorted=True)
 
 
 def load_dataset(name: str, directory: str | os.PathLike | None = None, download: bool = False,
@@ -340,5 +394,5 @@ def to_float(x: Tensor, device=None, normalize: str = "none") -> Tensor:
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, -1, 1, 1)
         x = (x - mean) / std
     elif normalize != "none":
-        raise ValueError(f"unknown input normalisation {normalize!r}")
+        raise ValueError(f"unknown input normalisation {normalize!r}; choose one of {INPUT_NORMALISATIONS}")
     return x

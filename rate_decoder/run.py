@@ -26,16 +26,75 @@ from pathlib import Path
 
 import torch
 
-from .data import load_dataset, to_float
-from .network import SoftHebbNet
-from .training import (accuracy, augment, configure_cpu, extract_features, train_backprop, train_readout,
-                       train_unsupervised)
+from .data import INPUT_NORMALISATIONS, UNSUPERVISED_SPLITS, load_dataset, to_float
+from .layers import NORMALISATIONS
+from .network import PRECISIONS, RULE_CHOICES, SoftHebbNet
+from .training import (AUGMENTATIONS, MODES, accuracy, augment, configure_cpu, extract_features, train_backprop,
+                       train_readout, train_unsupervised)
 
 CHECKPOINT_VERSION = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or holds unusable values."""
+
+
+class ConfigError(ValueError):
+    """A run configuration holds an option that training would reject (or misuse) later."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_config(config: dict) -> None:
+    """Raise :class:`ConfigError` listing every unusable option of ``config`` (the dict :func:`run` takes).
+
+    Checked from the config alone, in microseconds, before data are loaded or a run directory is
+    made: a bad readout augmentation used to fail only after the unsupervised phase, hours into an
+    ImageNet run. Preset values that :func:`~rate_decoder.network.load_preset` sets but a caller may
+    since have edited (augmentation, normalisation, split, batch sizes) are checked too. The layers'
+    activations and pooling are checked when the network is built, which also precedes training.
+    """
+    problems = [f"lacks {key!r}" for key in ("preset", "rule", "seed") if key not in config]
+    rule = config.get("rule")
+    if "rule" in config and rule not in RULE_CHOICES:
+        problems.append(f"unknown rule {rule!r}; choose one of {RULE_CHOICES}")
+    if rule not in ("random", "backprop") and config.get("mode") not in MODES:
+        problems.append(f"unknown training mode {config.get('mode')!r}; choose one of {MODES}")
+    if config.get("normalisation", "global") not in NORMALISATIONS:
+        problems.append(f"unknown update normalisation {config['normalisation']!r}; choose one of {NORMALISATIONS}")
+    if config.get("precision", "fp32") not in PRECISIONS:
+        problems.append(f"unknown precision {config['precision']!r}; choose one of {tuple(PRECISIONS)}")
+    if "seed" in config and not _is_int(config["seed"]):
+        problems.append(f"seed must be an integer, got {config['seed']!r}")
+    for key in ("n_train", "n_test", "readout_epochs"):
+        value = config.get(key)
+        if value is not None and not (_is_int(value) and value >= 1):
+            problems.append(f"{key} must be a positive integer, got {value!r}")
+    preset = config.get("preset")
+    if isinstance(preset, dict):
+        readout, unsupervised = preset.get("readout", {}), preset.get("unsupervised", {})
+        kind = readout.get("augment", "none")
+        if kind not in AUGMENTATIONS:
+            problems.append(f"unknown readout augmentation {kind!r}; choose one of {AUGMENTATIONS}")
+        pad, size = readout.get("augment_pad", 4), preset.get("image_size")
+        if kind == "crop_flip" and _is_int(size) and not (_is_int(pad) and 0 <= pad < size):
+            problems.append(f"readout augment_pad must be an integer in [0, image_size) for reflect padding, "
+                            f"got {pad!r} (image_size {size!r})")
+        if preset.get("normalize", "none") not in INPUT_NORMALISATIONS:
+            problems.append(f"unknown input normalize {preset['normalize']!r}; choose one of {INPUT_NORMALISATIONS}")
+        if rule not in ("random", "backprop") and unsupervised.get("split", "train") not in UNSUPERVISED_SPLITS:
+            problems.append(f"unknown unsupervised split {unsupervised['split']!r}; choose one of "
+                            f"{UNSUPERVISED_SPLITS}")
+        for part, table in (("unsupervised", unsupervised), ("readout", readout)):
+            batch = table.get("batch_size", 1)
+            if not (_is_int(batch) and batch >= 1):
+                problems.append(f"[{part}] batch_size must be a positive integer, got {batch!r}")
+    elif "preset" in config:
+        problems.append(f"preset must be a dict from load_preset, got {type(preset).__name__}")
+    if problems:
+        raise ConfigError("invalid run configuration: " + "; ".join(problems))
 
 
 def atomic_write(path: Path, write) -> None:
@@ -123,7 +182,15 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
     ``config`` holds ``preset`` (a dict from :func:`load_preset`), ``rule``, ``mode``, ``seed`` and
     optional ``n_train``/``n_test``/``readout_epochs``/``data_dir``/``download``/``normalisation``.
     ``synapse_factory(layer_index)`` returns a device model per Hebbian layer (``None``: exact float).
+
+    The whole config (:func:`validate_config`) and the synapse models are checked first: a bad
+    option fails before any data are read or any layer is trained.
     """
+    validate_config(config)
+    n_layers = len(config["preset"]["layers"])
+    if synapse_factory is not None and config["rule"] == "backprop":
+        raise ConfigError("a synapse model applies to Hebbian layers; the backprop baseline has none")
+    synapses = None if synapse_factory is None else [synapse_factory(i) for i in range(n_layers)]
     out = Path(out_dir)
     ckpt = out / "checkpoint.pt"
     if device is None:
@@ -147,9 +214,9 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
                           device=device, precision=config.get("precision", "fp32"))
         progress_state, optimizer_state = {"blocks_done": 0, "readout_epoch": 0, "history": []}, None
         write_json(out / "config.json", config)
-    if synapse_factory is not None:
-        for i, block in enumerate(net.blocks):
-            block.conv.attach_synapse(synapse_factory(i))
+    if synapses is not None:
+        for block, synapse in zip(net.blocks, synapses, strict=True):
+            block.conv.attach_synapse(synapse)
 
     preset = config["preset"]
     unsupervised_split = preset["unsupervised"].get("split", "train")
@@ -190,7 +257,6 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
                                            cache_dir=out)
             else:  # recomputed for every batch from augmented images
                 pad = preset["readout"]["augment_pad"]
-                augment(data.x_train[:1].float(), augmentation, pad)  # unknown kinds fail here, not after an epoch
                 train_f = data.x_train
                 normalize = preset.get("normalize", "none")
 
