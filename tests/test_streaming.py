@@ -11,7 +11,7 @@ from PIL import Image
 from rate_decoder import data as data_module
 from rate_decoder import run as run_module
 from rate_decoder import training
-from rate_decoder.data import DataError, ImageFolderImages, iter_batches, load_dataset
+from rate_decoder.data import DataError, ImageFolderImages, balanced_subset_index, iter_batches, load_dataset
 from rate_decoder.network import SoftHebbNet, load_preset
 from rate_decoder.run import run
 from rate_decoder.training import FeatureCacheError, accuracy, extract_features, train_readout, train_unsupervised
@@ -75,7 +75,9 @@ def test_streamed_images_match_torchvision_imagefolder(tmp_path):
     assert all(torch.equal(a, ref_x[i]) for a, i in zip(iter_batches(x, order), order, strict=True))
     head = ds.subset(5, 2)
     assert isinstance(head.x_train, ImageFolderImages) and len(head.x_train) == 5 and len(head.x_test) == 2
-    assert torch.equal(head.x_train[:], ref_x[:5]) and torch.equal(head.y_train, ref_y[:5])
+    index = balanced_subset_index(ds.y_train, 5)
+    assert torch.equal(head.x_train[:], ref_x[index]) and torch.equal(head.y_train, ref_y[index])
+    assert set(head.y_train.tolist()) == {0, 1}
 
     loaded = load_dataset("imagefolder", root, image_size=SIZE)  # 12 small images: within the default budget
     assert isinstance(loaded.x_train, torch.Tensor) and torch.equal(loaded.x_train, ref_x)
