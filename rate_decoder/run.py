@@ -53,8 +53,10 @@ def validate_config(config: dict) -> None:
     Checked from the config alone, in microseconds, before data are loaded or a run directory is
     made: a bad readout augmentation used to fail only after the unsupervised phase, hours into an
     ImageNet run. Preset values that :func:`~rate_decoder.network.load_preset` sets but a caller may
-    since have edited (augmentation, normalisation, split, batch sizes) are checked too. The layers'
-    activations and pooling are checked when the network is built, which also precedes training.
+    since have edited (augmentation, normalisation, split, batch sizes) are checked too, and the
+    optional ``[unsupervised] augment`` / ``augment_pad`` (default ``"none"``) like the readout's.
+    The layers' activations and pooling are checked when the network is built, which also precedes
+    training.
     """
     problems = [f"lacks {key!r}" for key in ("preset", "rule", "seed") if key not in config]
     rule = config.get("rule")
@@ -75,13 +77,14 @@ def validate_config(config: dict) -> None:
     preset = config.get("preset")
     if isinstance(preset, dict):
         readout, unsupervised = preset.get("readout", {}), preset.get("unsupervised", {})
-        kind = readout.get("augment", "none")
-        if kind not in AUGMENTATIONS:
-            problems.append(f"unknown readout augmentation {kind!r}; choose one of {AUGMENTATIONS}")
-        pad, size = readout.get("augment_pad", 4), preset.get("image_size")
-        if kind == "crop_flip" and _is_int(size) and not (_is_int(pad) and 0 <= pad < size):
-            problems.append(f"readout augment_pad must be an integer in [0, image_size) for reflect padding, "
-                            f"got {pad!r} (image_size {size!r})")
+        size = preset.get("image_size")
+        for part, table in (("unsupervised", unsupervised), ("readout", readout)):
+            kind, pad = table.get("augment", "none"), table.get("augment_pad", 4)
+            if kind not in AUGMENTATIONS:
+                problems.append(f"unknown {part} augmentation {kind!r}; choose one of {AUGMENTATIONS}")
+            if kind == "crop_flip" and _is_int(size) and not (_is_int(pad) and 0 <= pad < size):
+                problems.append(f"{part} augment_pad must be an integer in [0, image_size) for reflect padding, "
+                                f"got {pad!r} (image_size {size!r})")
         if preset.get("normalize", "none") not in INPUT_NORMALISATIONS:
             problems.append(f"unknown input normalize {preset['normalize']!r}; choose one of {INPUT_NORMALISATIONS}")
         if rule not in ("random", "backprop") and unsupervised.get("split", "train") not in UNSUPERVISED_SPLITS:
@@ -244,9 +247,12 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
     else:
         if rule != "random" and progress_state["blocks_done"] < L:
             t = time.perf_counter()
+            # the augmentation draws depend on (seed, batch) only: resuming at a later block redraws the same crops
             train_unsupervised(net, unsupervised_images, config["mode"], preset["unsupervised"]["batch_size"],
                                config["seed"], device, start_block=progress_state["blocks_done"],
-                               on_block_done=lambda i: checkpoint(blocks_done=i + 1), progress=progress)
+                               on_block_done=lambda i: checkpoint(blocks_done=i + 1), progress=progress,
+                               augmentation=preset["unsupervised"].get("augment", "none"),
+                               augment_pad=preset["unsupervised"].get("augment_pad", 4))
             timings["unsupervised_s"] = timings.get("unsupervised_s", 0.0) + time.perf_counter() - t
         if progress_state["readout_epoch"] < epochs:
             t = time.perf_counter()

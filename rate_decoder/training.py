@@ -53,9 +53,20 @@ def unsupervised_order(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)
 
 
+def unsupervised_augment_generator(seed: int, batch_index: int) -> torch.Generator:
+    """The generator of batch ``batch_index``'s augmentation draws: a function of the run seed and the index only.
+
+    Seeding per batch (not one generator per epoch) makes the draws independent of which layer is
+    learning and of where a run was resumed: a run resumed at layer ``l`` redraws exactly the crops
+    the uninterrupted run gave layer ``l``. Its own generator leaves torch's global one untouched.
+    """
+    state = np.random.SeedSequence((seed, batch_index)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
                        device=None, start_block: int = 0, on_block_done: Callable[[int], None] | None = None,
-                       progress: bool = True) -> None:
+                       progress: bool = True, augmentation: str = "none", augment_pad: int = 4) -> None:
     """One unsupervised epoch per block (greedy) or one epoch for all blocks at once (simultaneous).
 
     Greedy: block ``l`` learns while blocks ``< l`` are frozen and in eval mode; only blocks up to
@@ -63,9 +74,21 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
     predecessor computed with its pre-step weights (SPEC.md §2.7, the reference code's "consecutive").
     ``on_block_done(l)`` is called after block ``l`` (greedy) or after the epoch (simultaneous, with
     the last index), e.g. to write a checkpoint.
+
+    ``augmentation`` (a kind of :func:`augment`, ``augment_pad`` its padding) transforms each float
+    batch before the first block: the reference code's ``ImageNet_1160`` unsupervised epoch uses
+    RandomResizedCrop + flip (SPEC.md §5, §10 #13), here of the stored ``Resize((S, S))`` copy as
+    for the readout (see :func:`augment`). Batch ``k``'s draws come from
+    :func:`unsupervised_augment_generator` ``(seed, k)``, so in greedy mode every layer sees the same
+    augmented images, as in the reference: its ``make_data_loaders`` re-seeds torch
+    (``seed_init_fn``) at every loader construction, once per layer, and the loader's workers take
+    their seeds, hence their crops, from it (SPEC.md §5: the same batch order for every layer).
+    ``"none"`` adds nothing to the loop.
     """
     if mode not in MODES:
         raise ValueError(f"unknown training mode {mode!r}; choose one of {MODES}")
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown unsupervised augmentation {augmentation!r}; choose one of {AUGMENTATIONS}")
     check_images(images[:1], net)
     normalize = net.preset.get("normalize", "none")
     order = unsupervised_order(len(images), seed)
@@ -78,9 +101,11 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
         label = "unsupervised (all layers)" if stage is None else f"unsupervised layer {stage + 1}/{len(net.blocks)}"
         with torch.no_grad():
             batch_images = iter_batches(images, (torch.from_numpy(idx) for idx in batches))
-            for x in tqdm(batch_images, desc=label, disable=not progress, mininterval=2.0, unit="batch",
-                          total=len(batches)):
+            for k, x in enumerate(tqdm(batch_images, desc=label, disable=not progress, mininterval=2.0, unit="batch",
+                                       total=len(batches))):
                 x = to_float(x, device, normalize)
+                if augmentation != "none":
+                    x = augment(x, augmentation, augment_pad, generator=unsupervised_augment_generator(seed, k))
                 if stage is None:
                     for block in net.blocks:
                         x = block.learn(x)
@@ -189,8 +214,8 @@ _RESIZED_CROP_TRIES = 10
 
 
 def augment(x: Tensor, kind: str, pad: int = 4, scale: tuple[float, float] = RESIZED_CROP_SCALE,
-            ratio: tuple[float, float] = RESIZED_CROP_RATIO) -> Tensor:
-    """Readout augmentation of a float batch ``(B, C, H, W)``; the result has the same shape.
+            ratio: tuple[float, float] = RESIZED_CROP_RATIO, generator: torch.Generator | None = None) -> Tensor:
+    """Augmentation of a float batch ``(B, C, H, W)`` (readout, or ImageNet's unsupervised epoch); same shape out.
 
     ``"crop_flip"`` (STL-10's ``RandomCrop(96, pad 4, reflect)`` + flip, SPEC.md §5): each image is
     reflect-padded by ``pad``, cropped back to its size at a uniformly drawn offset, and flipped
@@ -205,25 +230,26 @@ def augment(x: Tensor, kind: str, pad: int = 4, scale: tuple[float, float] = RES
     fraction is the same, but the aspect ratio is drawn relative to the squeezed square image, and a
     small box has the resolution of the S-px copy, not of the file.
 
-    Draws come from torch's global generator (on the CPU, whatever ``x``'s device), so a seeded
-    epoch is reproducible. ``"none"`` returns ``x``.
+    Draws come from ``generator`` (a CPU one), else torch's global generator (on the CPU, whatever
+    ``x``'s device), so a seeded epoch is reproducible. ``"none"`` returns ``x``.
     """
     if kind == "none":
         return x
     if kind == "resized_crop_flip":
-        return resized_crop(x, *resized_crop_params(x.shape[0], x.shape[-2], x.shape[-1], scale, ratio))
+        return resized_crop(x, *resized_crop_params(x.shape[0], x.shape[-2], x.shape[-1], scale, ratio, generator))
     if kind != "crop_flip":
-        raise ValueError(f"unknown readout augmentation {kind!r}; choose one of {AUGMENTATIONS}")
+        raise ValueError(f"unknown augmentation {kind!r}; choose one of {AUGMENTATIONS}")
     B, _, H, W = x.shape
     padded = F.pad(x, (pad,) * 4, mode="reflect")
-    offsets = torch.randint(0, 2 * pad + 1, (B, 2)).tolist()
-    flips = (torch.rand(B) < 0.5).view(B, 1, 1, 1).to(x.device)
+    offsets = torch.randint(0, 2 * pad + 1, (B, 2), generator=generator).tolist()
+    flips = (torch.rand(B, generator=generator) < 0.5).view(B, 1, 1, 1).to(x.device)
     crops = torch.stack([padded[b, :, i:i + H, j:j + W] for b, (i, j) in enumerate(offsets)])
     return torch.where(flips, crops.flip(-1), crops)
 
 
 def resized_crop_params(batch: int, height: int, width: int, scale: tuple[float, float] = RESIZED_CROP_SCALE,
-                        ratio: tuple[float, float] = RESIZED_CROP_RATIO) -> tuple[Tensor, ...]:
+                        ratio: tuple[float, float] = RESIZED_CROP_RATIO,
+                        generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
     """Per-image boxes ``(top, left, h, w)`` and flips of ``RandomResizedCrop`` + ``RandomHorizontalFlip``.
 
     torchvision's ``get_params``, batched: up to 10 tries of an area fraction ~ U(scale) and a
@@ -233,7 +259,8 @@ def resized_crop_params(batch: int, height: int, width: int, scale: tuple[float,
     distribution is torchvision's; the sequence of draws is not (all tries of the batch are drawn at
     once), so the same seed gives other boxes than torchvision would.
 
-    Returns int64 CPU tensors ``top, left, h, w`` and a bool tensor ``flip``, each of length ``batch``.
+    Draws come from ``generator`` (a CPU one; default: torch's global generator). Returns int64 CPU
+    tensors ``top, left, h, w`` and a bool tensor ``flip``, each of length ``batch``.
     """
     if not (0 < scale[0] <= scale[1] <= 1):
         raise ValueError(f"resized-crop scale must satisfy 0 < low <= high <= 1, got {scale}")
@@ -241,8 +268,9 @@ def resized_crop_params(batch: int, height: int, width: int, scale: tuple[float,
         raise ValueError(f"resized-crop ratio must satisfy 0 < low <= high, got {ratio}")
     area = height * width
     shape = (batch, _RESIZED_CROP_TRIES)
-    target = area * torch.empty(shape, dtype=torch.float64).uniform_(scale[0], scale[1])
-    aspect = torch.empty(shape, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp_()
+    target = area * torch.empty(shape, dtype=torch.float64).uniform_(scale[0], scale[1], generator=generator)
+    aspect = torch.empty(shape, dtype=torch.float64).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                             generator=generator).exp_()
     w = (target * aspect).sqrt_().round_().long()  # round half to even, as Python's round()
     h = (target / aspect).sqrt_().round_().long()
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -257,10 +285,10 @@ def resized_crop_params(batch: int, height: int, width: int, scale: tuple[float,
         fallback_h, fallback_w = height, width
     h = torch.where(found, h, fallback_h)
     w = torch.where(found, w, fallback_w)
-    offsets = torch.rand(2, batch, dtype=torch.float64)
+    offsets = torch.rand(2, batch, dtype=torch.float64, generator=generator)
     top = torch.where(found, (offsets[0] * (height - h + 1)).long().clamp_(max=height - h), (height - h) // 2)
     left = torch.where(found, (offsets[1] * (width - w + 1)).long().clamp_(max=width - w), (width - w) // 2)
-    flip = torch.rand(batch) < 0.5
+    flip = torch.rand(batch, generator=generator) < 0.5
     return top, left, h, w, flip
 
 
