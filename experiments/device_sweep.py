@@ -41,7 +41,10 @@ def evaluate_synapse(spec, preset, data, args) -> dict:
     for block, dev in zip(net.blocks, devices):
         block.conv.attach_synapse(dev)
     t = time.perf_counter()
-    train_unsupervised(net, data.x_train, "greedy", preset["unsupervised"]["batch_size"], args.seed, progress=False)
+    unsup = preset["unsupervised"]
+    train_unsupervised(net, data.unsupervised_images(unsup.get("split", "train")), "greedy", unsup["batch_size"],
+                       args.seed, progress=False, augmentation=unsup.get("augment", "none"),
+                       augment_pad=unsup.get("augment_pad", 4))
     exact_reads = all(isinstance(d, (hardware_models.IdealSynapse, hardware_models.LinearSynapse)) for d in devices)
     fresh_reads = args.readout_reads == "fresh" and not exact_reads
     test_f = extract_features(net, data.x_test, progress=False)  # the weights of the last read during learning
@@ -104,7 +107,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     configure_cpu()
     preset = load_preset(args.preset, args.layers)
-    data = load_dataset(preset["dataset"], image_size=preset["image_size"]).subset(args.n_train, args.n_test)
+    data = load_dataset(preset["dataset"], image_size=preset["image_size"],
+                        unlabeled=preset["unsupervised"].get("split", "train") == "unlabeled").subset(args.n_train,
+                                                                                                      args.n_test)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     done = {}
