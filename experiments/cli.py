@@ -98,7 +98,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--data-dir", help="dataset directory (default: $SOFTHEBB_DATA)")
     t.add_argument("--download", action="store_true", help="fetch the dataset with torchvision")
-    t.add_argument("--n-train", type=int, help="use only N training images (the first N; a class-balanced draw for ImageFolder trees)")
+    t.add_argument("--n-train", type=int,
+                   help="use only N training images (the first N; a class-balanced draw for ImageFolder trees)")
     t.add_argument("--n-test", type=int, help="use only N test images (as --n-train)")
     t.add_argument("--readout-epochs", type=int, help="override the preset's readout epochs")
     t.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -24,8 +24,9 @@ SETS = {
                       ("cifar10", 3, "softhebb", "global", 80.31), ("cifar10", 3, "random", "global", None)],
     "baselines": [("cifar10", 3, "hardwta", "global", None), ("cifar10", 3, "backprop", "global", 83.97)],
     "mnist": [("mnist", 3, "softhebb", "global", 99.35)],
-    "local-rule": [("mnist", 1, "softhebb", "fixed", None), ("cifar10", 1, "softhebb", "fixed", None),
-                   ("mnist", 3, "softhebb", "fixed", None), ("cifar10", 3, "softhebb", "fixed", None)],
+    "local-rule": [("mnist", 1, "softhebb", "global", None), ("mnist", 1, "softhebb", "fixed", None),
+                   ("cifar10", 1, "softhebb", "fixed", None), ("mnist", 3, "softhebb", "fixed", None),
+                   ("cifar10", 3, "softhebb", "fixed", None)],
 }
 
 

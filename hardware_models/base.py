@@ -34,9 +34,15 @@ pulses per device, ``n = sign(dw) * SR(|dw| / dw_step)``, where ``dw_step = w_sc
 is the weight change of one pulse at the device's nominal step ``dg_step`` (model specific) and
 ``SR`` is stochastic rounding: ``floor(x) + Bernoulli(x - floor(x))``, so ``E[n] dw_step = dw``
 even for updates far below one step (most Hebbian updates are). This is the stochastic
-variant of the pulse accumulation of Nandakumar et al. (Front. Neurosci. 14:406, 2020), which
-accumulates the remainder in a digital memory instead; stochastic rounding keeps the synapse
-local. ``n > 0`` potentiates the weight, ``n < 0`` depresses it; how the pulses are routed to the
+variant of the pulse accumulation of Nandakumar et al. (Front. Neurosci. 14:406, 2020), and the
+default (``rounding="stochastic"``): it needs no memory beside the device. Its price is noise:
+each update adds a zero-mean error of variance ``p (1 - p) dw_step^2`` (``p`` the fractional
+part), which the learning dynamics integrate into a random walk around their fixed point.
+``rounding="accumulate"`` is the deterministic original: each synapse keeps the remainder
+``chi`` of its updates in a digital accumulator and fires ``n = trunc(dw / dw_step + chi)``
+pulses, carrying ``chi <- dw / dw_step + chi - n`` (``|chi| < 1``), so the device tracks the
+summed float updates to within one nominal step, with no accumulated rounding noise.
+``n > 0`` potentiates the weight, ``n < 0`` depresses it; how the pulses are routed to the
 pair (``g+`` or ``g-``, SET or RESET) is the model's. ``|n|`` is capped at the number of nominal
 steps that span the whole range, beyond which every device is saturated anyway.
 
@@ -57,6 +63,10 @@ import math
 
 import torch
 from torch import Tensor
+
+
+#: how an update becomes a whole number of pulses (module docstring)
+ROUNDINGS = ("stochastic", "accumulate")
 
 
 class SynapseDevice:
@@ -81,7 +91,11 @@ class SynapseDevice:
     differential: bool = False
 
     def __init__(self, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0,
-                 w_max_unit: float | None = None, t0: float = 20.0):
+                 w_max_unit: float | None = None, rounding: str = "stochastic", t0: float = 20.0):
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {rounding!r}; choose one of {ROUNDINGS}")
+        self.rounding = rounding
+        self.remainder: Tensor | None = None
         for name, value in (("w_max", w_max), ("w_max_unit", w_max_unit)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
@@ -122,6 +136,7 @@ class SynapseDevice:
         self.dw_step = self.w_scale * self.dg_step
         self.max_pulses = math.ceil(1.0 / self.dg_step)
         self.time, self.pulses = 0.0, 0
+        self.remainder = torch.zeros_like(weight, dtype=self.dtype) if self.rounding == "accumulate" else None
         self._init_state(weight.detach())
         return self.read()
 
@@ -164,8 +179,14 @@ class SynapseDevice:
     # ------------------------------------------------------------------ helpers for the models
     @torch.no_grad()
     def pulse_counts(self, dw: Tensor) -> Tensor:
-        """Signed pulse counts ``sign(dw) SR(|dw| / dw_step)`` with stochastic rounding (module docstring)."""
-        x = (dw.to(self.dtype) / self.dw_step).abs()
+        """Signed pulse counts for the update ``dw``: stochastically rounded or accumulated (module docstring)."""
+        x = dw.to(self.dtype) / self.dw_step
+        if self.rounding == "accumulate":
+            x = x + self.remainder
+            n = x.trunc().clamp(-self.max_pulses, self.max_pulses)
+            self.remainder = (x - n).clamp(-1.0, 1.0)  # what a saturated count could not carry is dropped
+            return n
+        x = x.abs()
         n = x.floor()
         n = n + (self._rand(x.shape) < (x - n)).to(self.dtype)
         return torch.sign(dw).to(self.dtype) * n.clamp(max=self.max_pulses)

@@ -61,10 +61,10 @@ class LinearSynapse(SynapseDevice):
     """
 
     def __init__(self, levels: int = 16, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0,
-                 w_max_unit: float | None = None):
+                 w_max_unit: float | None = None, rounding: str = "stochastic"):
         if int(levels) != levels or levels < 2:
             raise ValueError(f"levels must be an integer >= 2, got {levels}")
-        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor, w_max_unit=w_max_unit)
+        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor, w_max_unit=w_max_unit, rounding=rounding)
         self.levels = int(levels)
         self.dg_step = 1.0 / (self.levels - 1)
 

@@ -67,7 +67,7 @@ class PCMSynapse(SynapseDevice):
     differential = True
 
     def __init__(self, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0,
-                 w_max_unit: float | None = None,
+                 w_max_unit: float | None = None, rounding: str = "stochastic",
                  dg_min: float = 0.005, A: float = -27.235, gamma: float = 2.5,
                  c2c: float = 0.6, c2c_add: float = 0.021, c2c_slope: float = 0.108,
                  dg_min_dtod: float = 0.2, g_max_dtod: float = 0.1,
@@ -75,7 +75,8 @@ class PCMSynapse(SynapseDevice):
                  prog_coeff: tuple = (0.26348, 1.9650, -1.1731), prog_noise_scale: float = 1.0,
                  read_noise_scale: float = 1.0, drift_scale: float = 1.0, t0: float = 20.0,
                  t_read: float = 250e-9, refresh_upper: float = 0.75, refresh_lower: float = 0.25):
-        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor, w_max_unit=w_max_unit, t0=t0)
+        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor, w_max_unit=w_max_unit, rounding=rounding,
+                         t0=t0)
         if not dg_min > 0:
             raise ValueError(f"dg_min must be positive, got {dg_min}")
         if not 0 <= refresh_lower < refresh_upper <= 1:

@@ -59,11 +59,11 @@ class RRAMSynapse(SynapseDevice):
     """
 
     def __init__(self, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0,
-                 w_max_unit: float | None = None,
+                 w_max_unit: float | None = None, rounding: str = "stochastic",
                  dg: float = 0.001, dg_dtod: float = 0.3, up_down: float = 0.259, up_down_dtod: float = 0.05,
                  bound_dtod: float = 0.15, c2c: float = 3.75, write_noise: float = 56.0,
                  stuck_gmin: float = 0.0175, stuck_gmax: float = 0.0904):
-        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor, w_max_unit=w_max_unit)
+        super().__init__(seed=seed, w_max=w_max, w_max_factor=w_max_factor, w_max_unit=w_max_unit, rounding=rounding)
         if not 0 < dg < 0.5:
             raise ValueError(f"dg must lie in (0, 0.5), got {dg}")
         if not (0 <= stuck_gmin and 0 <= stuck_gmax and stuck_gmin + stuck_gmax <= 1):

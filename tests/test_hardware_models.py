@@ -99,6 +99,31 @@ def test_stochastic_rounding_is_unbiased_below_one_step():
     assert (dev.pulse_counts(torch.full((10,), -2.0 * dev.dw_step)) == -2).all()
 
 
+def test_accumulated_rounding_tracks_the_summed_updates_within_one_step():
+    # linear device, range never reached: the state must equal grid(w0) + sum(dw) to within one step,
+    # deterministically, while stochastic rounding wanders off by ~sqrt(steps p (1 - p)) steps
+    levels, w_max, steps = 256, 4.0, 400
+    gen = torch.Generator().manual_seed(3)
+    w0 = torch.rand(2000, generator=gen) - 0.5
+    updates = [0.3 * torch.randn(2000, generator=gen) * (2 * w_max / (levels - 1)) / 10 for _ in range(steps)]
+    final = {}
+    for rounding, seed in [("accumulate", 1), ("accumulate", 2), ("stochastic", 1)]:
+        dev = hm.make_synapse(f"linear{levels}", seed=seed, w_max=w_max, rounding=rounding)
+        start = dev.attach(w0)
+        for dw in updates:
+            w = dev.program(dw)
+        final[rounding, seed] = w
+        error = (w - start - sum(updates)) / dev.dw_step
+        if rounding == "accumulate":
+            assert error.abs().max() <= 1.0 + 1e-4
+            assert (error + dev.remainder).abs().max() < 1e-3  # the state plus the carried remainder is exact
+        else:
+            assert error.std() > 1.5  # sum of p (1 - p) over 400 steps: std ~ 2 steps
+    assert torch.equal(final["accumulate", 1], final["accumulate", 2])  # no randomness involved
+    with pytest.raises(ValueError, match="rounding"):
+        hm.make_synapse("linear16:rounding=nearest")
+
+
 @pytest.mark.parametrize("spec", ["pcm", "rram"])
 def test_analog_devices_stay_inside_their_bounds(spec):
     dev = hm.make_synapse(spec, seed=3, w_max=1.0)
