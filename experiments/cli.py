@@ -87,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
                    help="softhebb (paper), soft (no anti-Hebbian), hardwta, random (no unsupervised phase), backprop")
     t.add_argument("--normalisation", choices=NORMALISATIONS, default="global",
                    help="global: max-normalisation of each update (paper); fixed: a constant gain calibrated on the "
-                        "first batch (the local variant a chip or a spiking network can compute); none: raw batch sum")
+                        "first batch (the local variant a chip or a spiking network can compute); neuron: each neuron's own "
+                        "max|D_k| (neuron-local); none: raw batch sum")
     t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="dtype of the Hebbian layers' convolutions and plasticity products (bf16: ~2x faster "
                         "on CPUs with AVX512-BF16; weights and updates stay fp32)")

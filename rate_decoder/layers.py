@@ -11,7 +11,7 @@ from . import rules
 from .activations import triangle
 
 #: update normalisations of the layers: the rule's own (``rules.NORMALISATIONS``) plus ``"fixed"``
-NORMALISATIONS = ("global", "fixed", "none")
+NORMALISATIONS = ("global", "fixed", "neuron", "none")
 
 
 def _check_input(x: Tensor, dims: int, channels: int, name: str) -> None:
@@ -118,7 +118,8 @@ class SoftHebbConv2d(_Plastic):
         lr, lr_power: base learning rate ``eta`` and exponent ``q`` of ``eta (| |w_k| - 1 | + 1e-10)^q``.
         rule: ``"softhebb"`` (soft anti-Hebbian), ``"soft"`` or ``"hardwta"``.
         normalisation: ``"global"`` (paper), ``"fixed"`` (local: a constant gain calibrated on the
-            first batch) or ``"none"`` (local, raw batch sum: pair it with a small ``lr``).
+            first batch), ``"neuron"`` (each neuron's own ``max |D_k|``, :mod:`rate_decoder.rules`) or
+            ``"none"`` (local, raw batch sum: pair it with a small ``lr``).
         radius: initial expected weight norm (25 in the paper).
         pre_triangle: apply Triangle(1) to ``u`` before the WTA and the output (SPEC.md §2.9).
         synapse: device backend for the weight changes (``None``: exact float).

@@ -15,6 +15,10 @@ Update normalisations:
 
 * ``"global"`` -- divide the update by its largest magnitude over the whole layer (SPEC.md §2.5).
   This is what the paper does; it is not local to a synapse.
+* ``"neuron"`` -- divide each neuron's update by its own largest magnitude, ``max_i |D_ki|``. Not
+  the paper's rule (SPEC.md §12 warns that it changes the dynamics) and not local to a synapse, but
+  local to a neuron, like the norm its learning rate already depends on: it measures how much of
+  the paper's accuracy a neuron-level gain keeps once the layer-wide maximum is gone.
 * ``"none"`` -- the local variant: no division. A spiking network can compute this one.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 RULES = ("softhebb", "soft", "hardwta")
-NORMALISATIONS = ("global", "none")
+NORMALISATIONS = ("global", "neuron", "none")
 
 
 def soft_wta(u: Tensor, inverse_temperature: float, dim: int = 1) -> Tensor:
@@ -110,10 +114,13 @@ def conv_forward(x_padded: Tensor, weight: Tensor, compute_dtype=None) -> Tensor
 
 
 def update_divisor(delta: Tensor, normalisation: str = "global") -> Tensor | float:
-    """``max |D| + 1e-30`` over the whole layer (``"global"``, SPEC.md §2.5) or ``1`` (``"none"``)."""
+    """``max |D| + 1e-30`` over the whole layer (``"global"``, SPEC.md §2.5), per neuron (``"neuron"``,
+    shape ``(K,)`` for ``delta (K, ...)``) or ``1`` (``"none"``)."""
     if normalisation == "global":
         low, high = torch.aminmax(delta)  # one pass, no |D| temporary (20x faster than vector_norm(inf) here)
         return torch.maximum(high, -low) + 1e-30
+    if normalisation == "neuron":
+        return delta.flatten(1).abs().amax(dim=1) + 1e-30
     if normalisation == "none":
         return 1.0
     raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {NORMALISATIONS}")

@@ -44,6 +44,9 @@ def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global",
                                 D[n, c, a, bb] += ys * (patch[c, a, bb] - u[n] * w[n, c, a, bb])
     if normalisation == "global":
         D = D / (np.abs(D).max() + 1e-30)
+    elif normalisation == "neuron":
+        for n in range(K):
+            D[n] = D[n] / (np.abs(D[n]).max() + 1e-30)
     new = w.copy()
     for n in range(K):
         eta = lr * (abs(math.sqrt(np.sum(w[n] ** 2)) - 1.0) + 1e-10) ** q
@@ -52,7 +55,7 @@ def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global",
 
 
 @pytest.mark.parametrize("rule", ["softhebb", "soft", "hardwta"])
-@pytest.mark.parametrize("normalisation", ["global", "none"])
+@pytest.mark.parametrize("normalisation", ["global", "neuron", "none"])
 @pytest.mark.parametrize("pre_triangle", [False, True])
 def test_hebbian_step_matches_loop_reference(rule, normalisation, pre_triangle):
     torch.manual_seed(1)
