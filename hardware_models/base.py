@@ -20,11 +20,11 @@ RRAM) ``w_scale = 2 w_max``. Either way the representable range is ``[-w_max, w_
   towards 1, so the learnt weights use only part of such a range: few of the device's states,
   and the smallest conductances, where PCM's relative read noise is largest. (Measured after the
   paper's one epoch, CIFAR-10 layer 1: neuron norms 1.0-9.6, median 4.8; ``max|w|`` 2.9 against
-  11.5 initially.)
+  11.8 initially.)
 * ``w_max_unit / sqrt(fan_in)``: a range sized in units of the rms weight ``1 / sqrt(fan_in)`` of
   a neuron of norm 1 (SoftHebb's fixed point, SPEC.md §2.6), so one value fits every layer
   whatever its fan-in (e.g. the CIFAR-10 layer-1 figures above are ``max|w| sqrt(fan_in)`` = 25.5
-  learnt, 100 initially). Initial weights beyond it saturate at ``+-w_max`` when programmed, as
+  learnt, 102.5 initially). Initial weights beyond it saturate at ``+-w_max`` when programmed, as
   an over-range write saturates a real device; the neurons start from a smaller norm and the
   norm-dependent learning rate brings them down as before.
 * ``w_max``: an absolute value.
@@ -179,7 +179,11 @@ class SynapseDevice:
     # ------------------------------------------------------------------ helpers for the models
     @torch.no_grad()
     def pulse_counts(self, dw: Tensor) -> Tensor:
-        """Signed pulse counts for the update ``dw``: stochastically rounded or accumulated (module docstring)."""
+        """Signed pulse counts for the update ``dw``: stochastically rounded or accumulated (module docstring).
+
+        With ``rounding="accumulate"`` this also carries the new remainder into ``self.remainder``, so
+        it is meant to be called once per update, by :meth:`program`.
+        """
         x = dw.to(self.dtype) / self.dw_step
         if self.rounding == "accumulate":
             x = x + self.remainder

@@ -85,15 +85,14 @@ def validate_config(config: dict) -> None:
             if kind == "crop_flip" and _is_int(size) and not (_is_int(pad) and 0 <= pad < size):
                 problems.append(f"{part} augment_pad must be an integer in [0, image_size) for reflect padding, "
                                 f"got {pad!r} (image_size {size!r})")
+            batch = table.get("batch_size", 1)
+            if not (_is_int(batch) and batch >= 1):
+                problems.append(f"[{part}] batch_size must be a positive integer, got {batch!r}")
         if preset.get("normalize", "none") not in INPUT_NORMALISATIONS:
             problems.append(f"unknown input normalize {preset['normalize']!r}; choose one of {INPUT_NORMALISATIONS}")
         if rule not in ("random", "backprop") and unsupervised.get("split", "train") not in UNSUPERVISED_SPLITS:
             problems.append(f"unknown unsupervised split {unsupervised['split']!r}; choose one of "
                             f"{UNSUPERVISED_SPLITS}")
-        for part, table in (("unsupervised", unsupervised), ("readout", readout)):
-            batch = table.get("batch_size", 1)
-            if not (_is_int(batch) and batch >= 1):
-                problems.append(f"[{part}] batch_size must be a positive integer, got {batch!r}")
     elif "preset" in config:
         problems.append(f"preset must be a dict from load_preset, got {type(preset).__name__}")
     if problems:
