@@ -1,4 +1,4 @@
-"""The device sweep command on the bundled digits: its table, the noise-aware readout and resuming."""
+"""The device experiments on the bundled digits: the sweep (its table, the noise-aware readout, resuming) and the weight statistics."""
 import json
 
 import pytest
@@ -27,3 +27,15 @@ def test_sweep_writes_rows_and_resumes_without_recomputing(tmp_path, monkeypatch
     device_sweep.main(args)  # both rows come from devices.json
     with pytest.raises(AssertionError, match="recomputed"):  # another read mode is another measurement
         device_sweep.main(args[:6] + ["--readout-reads", "one", "--synapses", "pcm:w_max_unit=8"])
+
+
+def test_weight_stats_of_initial_weights(capsys):
+    from experiments import weight_stats
+
+    weight_stats.main(["--initial", "digits"])
+    line = capsys.readouterr().out.strip()
+    # the initial norms are radius 25 in expectation (SPEC.md §2.8): the median of the layer's neurons near it
+    median = float(line.split("neuron norms median ")[1].split()[0])
+    assert line.startswith("layer 1: fan-in") and abs(median - 25) < 5
+    with pytest.raises(SystemExit):
+        weight_stats.main([])  # neither a run nor --initial
