@@ -89,6 +89,8 @@ class SynapseDevice:
     dg_step: float = 1.0
     #: ``True`` for one-sided pairs (both halves programmed), ``False`` for a fixed reference ``g- = 1/2``
     differential: bool = False
+    #: ``True`` where two reads of unchanged conductances differ (read noise); ``False`` where reads repeat
+    noisy_reads: bool = False
 
     def __init__(self, seed: int = 0, w_max: float | None = None, w_max_factor: float = 1.0,
                  w_max_unit: float | None = None, rounding: str = "stochastic", t0: float = 20.0):

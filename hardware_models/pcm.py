@@ -181,6 +181,10 @@ class PCMSynapse(SynapseDevice):
             self._rewrite(g_now[0] - g_now[1], due)
             self.refreshes += int(due.sum())
 
+    @property
+    def noisy_reads(self) -> bool:
+        return self.read_noise_scale > 0
+
     def _sense(self, g: Tensor) -> Tensor:
         if self.read_noise_scale == 0:
             return g

@@ -9,12 +9,13 @@ from experiments import device_sweep
 def test_sweep_writes_rows_and_resumes_without_recomputing(tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     args = ["--preset", "digits", "--readout-epochs", "2", "--out", str(out), "--readout-reads", "fresh",
-            "--synapses", "ideal", "pcm:w_max_unit=8"]
+            "--synapses", "ideal", "pcm:w_max_unit=8", "rram"]
     device_sweep.main(args)
     rows = json.loads((out / "devices.json").read_text())["rows"]
-    assert [r["synapse"] for r in rows] == ["ideal", "pcm:w_max_unit=8"]
-    ideal, pcm = rows
+    assert [r["synapse"] for r in rows] == ["ideal", "pcm:w_max_unit=8", "rram"]
+    ideal, pcm, rram = rows
     assert ideal["readout_reads"] == "one" and ideal["pulses"] == 0  # exact reads: nothing to be noise-aware of
+    assert rram["readout_reads"] == "one" and rram["static_reads"] and rram["pulses"] > 0  # reads repeat, no drift
     assert pcm["readout_reads"] == "fresh" and pcm["pulses"] > 0 and pcm["clipped_at_attach"] > 0
     assert all(ideal["drift"][k]["raw"] == ideal["test_acc"] for k in device_sweep.DRIFT_TIMES)
     assert ideal["test_acc"] > 0.5 and pcm["test_acc"] > 0.5  # 10 classes: chance is 0.1
@@ -24,7 +25,7 @@ def test_sweep_writes_rows_and_resumes_without_recomputing(tmp_path, monkeypatch
         raise AssertionError("a finished model was recomputed")
 
     monkeypatch.setattr(device_sweep, "evaluate_synapse", fail)
-    device_sweep.main(args)  # both rows come from devices.json
+    device_sweep.main(args)  # all rows come from devices.json
     with pytest.raises(AssertionError, match="recomputed"):  # another read mode is another measurement
         device_sweep.main(args[:6] + ["--readout-reads", "one", "--synapses", "pcm:w_max_unit=8"])
 

@@ -311,6 +311,19 @@ def test_same_seed_same_result_different_seed_different(spec):
     assert not torch.equal(run(1), run(2))
 
 
+@pytest.mark.parametrize("spec, noisy", [("ideal", False), ("linear16", False), ("rram", False), ("pcm", True),
+                                         ("pcm:read_noise_scale=0", False)])
+def test_noisy_reads_flag_says_whether_two_reads_differ(spec, noisy):
+    """The sweep trains a noise-aware readout only for devices that say their reads are noisy: the flag must be true."""
+    dev = hm.make_synapse(spec, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    dev.attach(torch.randn(30, 30, generator=gen))
+    dev.program(0.05 * torch.randn(30, 30, generator=gen))
+    dev.age(10.0)
+    assert dev.noisy_reads is noisy
+    assert torch.equal(dev.read(), dev.read()) is not noisy
+
+
 def test_registry():
     assert set(hm.SYNAPSES) == {"ideal", "linear", "pcm", "rram"}
     assert hm.make_synapse("linear16").levels == 16
