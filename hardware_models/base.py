@@ -155,7 +155,10 @@ class SynapseDevice:
     def program(self, dw: Tensor) -> Tensor:
         """Apply the float update ``dw`` as programming pulses; return the weights as read back."""
         self._check(dw, "update")
-        return self.apply_pulses(self.pulse_counts(dw))
+        n = self.pulse_counts(dw)  # whole numbers within +-max_pulses already
+        self.pulses += int(n.abs().sum())
+        self._pulse(n)
+        return self.read()
 
     @torch.no_grad()
     def apply_pulses(self, n: Tensor) -> Tensor:
@@ -170,7 +173,7 @@ class SynapseDevice:
     def read(self) -> Tensor:
         """Weights as read now: drifted conductances plus fresh read noise, times ``w_scale``."""
         g = self._sense(self.conductances())
-        return self.w_scale * (g[0] - g[1])
+        return torch.sub(g[0], g[1]).mul_(self.w_scale)
 
     def age(self, seconds: float) -> None:
         """Let ``seconds`` of wall-clock time pass (drift acts on the next read)."""
@@ -192,10 +195,12 @@ class SynapseDevice:
             n = x.trunc().clamp(-self.max_pulses, self.max_pulses)
             self.remainder = (x - n).clamp(-1.0, 1.0)  # what a saturated count could not carry is dropped
             return n
-        x = x.abs()
-        n = x.floor()
-        n = n + (self._rand(x.shape) < (x - n)).to(self.dtype)
-        return torch.sign(dw).to(self.dtype) * n.clamp(max=self.max_pulses)
+        # in place where possible: these are whole-tensor passes at every plasticity step
+        sign = torch.sign(x)
+        n = torch.floor(x.abs_())
+        x.sub_(n)  # the fractional part, fired with its probability
+        n.add_(self._rand(x.shape).lt_(x))
+        return n.clamp_(max=self.max_pulses).mul_(sign)
 
     @torch.no_grad()
     def conductances(self) -> Tensor:
@@ -206,12 +211,6 @@ class SynapseDevice:
             return self.g
         age = self.time - self.t_prog
         return self.g * ((age + self.t0) / self.t0).pow(-self.nu)
-
-    def _materialise_drift(self, mask: Tensor) -> None:
-        """Make the drifted conductance the programmed one where ``mask``, restarting its clock."""
-        if self.nu is not None:
-            self.g = torch.where(mask, self.conductances(), self.g)
-            self.t_prog = torch.where(mask, torch.full_like(self.t_prog, self.time), self.t_prog)
 
     def _sense(self, g: Tensor) -> Tensor:
         return g

@@ -75,15 +75,15 @@ class LinearSynapse(SynapseDevice):
         self.g = torch.stack((k / top, torch.full_like(k, 0.5)))
 
     def _pulse(self, n: Tensor) -> None:
-        self.level = (self.level + n).clamp(0, self.levels - 1)
-        self.g[0] = self.level / (self.levels - 1)
+        self.level.add_(n).clamp_(0, self.levels - 1)
+        torch.div(self.level, self.levels - 1, out=self.g[0])
 
     @torch.no_grad()
     def read(self) -> Tensor:
         """The state's weight, computed from the integer level so that it lies exactly on the grid."""
         if self.g is None:
             raise RuntimeError("device not attached: call attach(weight) first")
-        return self.w_max * (self.level * (2.0 / (self.levels - 1)) - 1.0)
+        return torch.mul(self.level, 2.0 / (self.levels - 1)).sub_(1.0).mul_(self.w_max)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", levels={self.levels})"

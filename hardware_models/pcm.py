@@ -125,6 +125,11 @@ class PCMSynapse(SynapseDevice):
         return self.read_noise_scale * q_s * torch.sqrt(torch.log((t + self.t_read) / (2 * self.t_read)))
 
     # ------------------------------------------------------------------ device state
+    # Programming touches only the devices that receive pulses (a few per cent per step at
+    # SoftHebb's update sizes), so every step below works on flat indices into ``g`` (shape
+    # ``(2 * N,)`` flattened: ``g+`` of weight ``p`` at ``p``, ``g-`` at ``N + p``), never on the
+    # whole tensor. The relative read-noise spread of every device is cached for the current clock
+    # time and patched where devices are re-programmed.
     def _init_state(self, weight: Tensor) -> None:
         pair = (2, *self.shape)
         self.dg_min_i = self.dg_min * (1.0 + self.dg_min_dtod * self._randn(pair)).clamp(min=0.0)
@@ -135,58 +140,106 @@ class PCMSynapse(SynapseDevice):
         self.nu = torch.zeros(pair, device=self.device, dtype=self.dtype)
         self.t_prog = torch.zeros(pair, device=self.device, dtype=self.dtype)
         self.refreshes = 0
-        self._rewrite(weight.to(self.dtype) / self.w_scale, torch.ones(self.shape, dtype=torch.bool,
-                                                                       device=self.device))
+        self._sigma, self._sigma_time = None, None
+        self._rewrite(weight.to(self.dtype).flatten() / self.w_scale,
+                      torch.arange(self.shape.numel(), device=self.device))
 
-    def _rewrite(self, target: Tensor, where: Tensor) -> None:
-        """RESET both halves where ``where``, then program-and-verify the signed half to ``target``.
+    def _flat(self, name: str) -> Tensor:
+        return getattr(self, name).view(-1)
 
-        ``target`` is the normalised weight ``g+ - g-``; the verify loop targets the pair difference,
-        so the written half goes to ``|target|`` above the other half's RESET level.
+    def _drifted_at(self, i: Tensor) -> Tensor:
+        """Drifted (noise-free) conductances of the devices at flat indices ``i``."""
+        g = self._flat("g")[i]
+        if self.time == 0:
+            return g
+        age = self.time - self._flat("t_prog")[i]
+        return g * ((age + self.t0) / self.t0).pow(-self._flat("nu")[i])
+
+    def _programmed(self, i: Tensor, g: Tensor) -> None:
+        """Record that the devices at flat indices ``i`` were just programmed to ``g``."""
+        self._flat("g")[i] = g
+        self._flat("nu")[i] = self.drift_exponents(g)
+        self._flat("t_prog")[i] = self.time
+        if self._sigma is not None and self._sigma_time == self.time:
+            self._sigma.view(-1)[i] = self.read_noise_std(g, torch.zeros_like(g))
+
+    def _rewrite(self, target: Tensor, pairs: Tensor) -> None:
+        """RESET both halves of the pairs at indices ``pairs``, then program-and-verify the signed half.
+
+        ``target`` (one value per pair) is the normalised weight ``g+ - g-``; the verify loop targets
+        the pair difference, so the written half goes to ``|target|`` above the other half's RESET level.
         """
-        both = where.expand(2, *self.shape)
-        reset = (self.g_reset_i + self.reset_std * self._randn(both.shape)).clamp(min=0.0)
-        reset = torch.minimum(reset, self.g_max_i)
-        written_half = torch.stack((target > 0, target < 0))
-        goal = torch.stack((reset[1] + target, reset[0] - target))
+        i = torch.cat((pairs, pairs + self.shape.numel()))
+        reset = (self._flat("g_reset_i")[i] + self.reset_std * self._randn(i.shape)).clamp(min=0.0)
+        g_max = self._flat("g_max_i")[i]
+        reset = torch.minimum(reset, g_max)
+        reset_plus, reset_minus = reset.chunk(2)
+        goal = torch.cat((reset_minus + target, reset_plus - target))
         written = goal + self.programming_noise_std(goal) * self._randn(goal.shape)
-        written = torch.minimum(written.clamp(min=0.0), self.g_max_i)
-        new = torch.where(written_half, written, reset)
-        self.g = torch.where(both, new, self.g)
-        self.nu = torch.where(both, self.drift_exponents(new), self.nu)
-        self.t_prog = torch.where(both, torch.full_like(self.t_prog, self.time), self.t_prog)
+        written = torch.minimum(written.clamp(min=0.0), g_max)
+        written_half = torch.cat((target > 0, target < 0))
+        self._programmed(i, torch.where(written_half, written, reset))
 
     def _pulse(self, n: Tensor) -> None:
         # route: potentiation -> SET pulses on g+, depression -> SET pulses on g-
-        counts = torch.stack((n.clamp(min=0), (-n).clamp(min=0)))
-        hit = counts > 0
-        self._materialise_drift(hit)
-        dg_min_i, g_max_i = self.dg_min_i.flatten(), self.g_max_i.flatten()
+        flat = n.flatten()
+        i = flat.nonzero().flatten()
+        if not i.numel():
+            return
+        count = flat[i]
+        i = torch.where(count > 0, i, i + flat.numel())  # the half that receives the SET pulses
+        count = count.abs()
+        dg_min_i, g_max_i = self._flat("dg_min_i")[i], self._flat("g_max_i")[i]
 
-        def one_set(g: Tensor, idx: Tensor) -> Tensor:
-            mean = self.set_increment(g, dg_min_i[idx], g_max_i[idx])
+        def one_set(g: Tensor, j: Tensor) -> Tensor:
+            mean = self.set_increment(g, dg_min_i[j], g_max_i[j])
             g = g + mean + self.set_noise_std(g, mean) * self._randn(g.shape)
-            return torch.minimum(g.clamp(min=0.0), g_max_i[idx])
+            return torch.minimum(g.clamp(min=0.0), g_max_i[j])
 
-        self.g = pulse_train(self.g.flatten(), counts.flatten(), one_set).view_as(self.g)
-        self.nu = torch.where(hit, self.drift_exponents(self.g), self.nu)
-        self._refresh()
+        # the drifted conductance is the starting point of the new pulses
+        self._programmed(i, pulse_train(self._drifted_at(i), count, one_set))
+        self._refresh(i % self.shape.numel())
 
-    def _refresh(self) -> None:
-        """Refresh saturating pairs: read (with noise), RESET both, re-write the difference."""
-        rel = self.g / self.g_max_i
-        due = (rel.max(0).values > self.refresh_upper) & (rel.min(0).values > self.refresh_lower)
-        if bool(due.any()):
-            g_now = self._sense(self.conductances())
-            self._rewrite(g_now[0] - g_now[1], due)
-            self.refreshes += int(due.sum())
+    @torch.no_grad()
+    def refresh(self) -> int:
+        """Refresh every pair past the thresholds (an array-wide refresh cycle); returns how many.
+
+        Programming checks only the pairs it touched, the only ones whose conductances moved; this
+        is for thresholds changed since.
+        """
+        before = self.refreshes
+        self._refresh(torch.arange(self.shape.numel(), device=self.device))
+        return self.refreshes - before
+
+    def _refresh(self, pairs: Tensor) -> None:
+        """Refresh the saturating pairs among ``pairs``: read (with noise), RESET both, re-write the difference."""
+        size = self.shape.numel()
+        g, g_max = self._flat("g"), self._flat("g_max_i")
+        rel_plus, rel_minus = g[pairs] / g_max[pairs], g[pairs + size] / g_max[pairs + size]
+        due = pairs[(torch.maximum(rel_plus, rel_minus) > self.refresh_upper)
+                    & (torch.minimum(rel_plus, rel_minus) > self.refresh_lower)]
+        if due.numel():
+            i = torch.cat((due, due + size))
+            g_now = self._sense_at(self._drifted_at(i), i)
+            plus, minus = g_now.chunk(2)
+            self._rewrite(plus - minus, due)
+            self.refreshes += int(due.numel())
 
     @property
     def noisy_reads(self) -> bool:
         return self.read_noise_scale > 0
 
+    def _sense_at(self, g: Tensor, i: Tensor) -> Tensor:
+        """What a read senses of the devices at flat indices ``i`` whose drifted conductances are ``g``."""
+        if self.read_noise_scale == 0:
+            return g
+        sigma = self.read_noise_std(self._flat("g")[i], self.time - self._flat("t_prog")[i])
+        return (g + g.abs() * sigma * self._randn(g.shape)).clamp(min=0.0)
+
     def _sense(self, g: Tensor) -> Tensor:
         if self.read_noise_scale == 0:
             return g
-        sigma = self.read_noise_std(self.g, self.time - self.t_prog)
-        return (g + g.abs() * sigma * self._randn(g.shape)).clamp(min=0.0)
+        if self._sigma is None or self._sigma_time != self.time:
+            self._sigma, self._sigma_time = self.read_noise_std(self.g, self.time - self.t_prog), self.time
+        # conductances are never negative: g + g sigma xi, clamped, in place on the noise
+        return self._randn(g.shape).mul_(self._sigma).mul_(g).add_(g).clamp_(min=0.0)

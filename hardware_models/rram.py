@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import SynapseDevice, pulse_train
+from .base import SynapseDevice
 
 
 class RRAMSynapse(SynapseDevice):
@@ -80,11 +80,13 @@ class RRAMSynapse(SynapseDevice):
 
         ``g`` has the device shape, or holds the devices at flat indices ``idx``.
         """
-        params = (self.dg_up_i, self.dg_down_i, self.g_min_i, self.g_max_i)
-        if idx is not None:
-            params = tuple(p.flatten()[idx] for p in params)
-        dg_up, dg_down, g_min, g_max = params
+        dg_up, dg_down, g_min, g_max = self._parameters(idx)
         return 2.0 * dg_up * (g_max - g), 2.0 * dg_down * (g - g_min)
+
+    def _parameters(self, idx: Tensor | None = None) -> tuple[Tensor, ...]:
+        """``dg_up_i, dg_down_i, g_min_i, g_max_i`` of every device, or of those at flat indices ``idx``."""
+        params = (self.dg_up_i, self.dg_down_i, self.g_min_i, self.g_max_i)
+        return params if idx is None else tuple(p.view(-1)[idx] for p in params)
 
     def symmetry_point(self) -> Tensor:
         """Conductance ``g*`` of each device where mean SET and RESET steps cancel."""
@@ -112,20 +114,29 @@ class RRAMSynapse(SynapseDevice):
         self.offset = torch.where(self.stuck, 0.0, self.write_noise * self.dg_step * self._randn(shape))
 
     def _pulse(self, n: Tensor) -> None:
-        n = torch.where(self.stuck, 0.0, n)
-        c2c = self.c2c * self.dg_step
-
-        def one_pulse(g: Tensor, idx: Tensor, direction: float) -> Tensor:
-            up, down = self.step_sizes(g, idx)
-            g = g + (up if direction > 0 else -down) + c2c * self._randn(g.shape)
-            return torch.minimum(torch.maximum(g, self.g_min_i.flatten()[idx]), self.g_max_i.flatten()[idx])
-
-        flat = self.g[0].flatten()
-        flat = pulse_train(flat, n.clamp(min=0).flatten(), lambda g, i: one_pulse(g, i, +1.0))
-        flat = pulse_train(flat, (-n).clamp(min=0).flatten(), lambda g, i: one_pulse(g, i, -1.0))
-        self.g[0] = flat.view(self.shape)
-        written = n != 0
-        self.offset = torch.where(written, self.write_noise * self.dg_step * self._randn(self.shape), self.offset)
+        # Only the devices that receive pulses are touched; each gets ``k`` pulses of one sign per
+        # update. A soft-bounds step is linear in g, so k SET pulses compose in closed form:
+        # g_k = g_max - (g_max - g) r^k + noise, r = 1 - 2 dg_up, with the Gaussian cycle-to-cycle
+        # noise of the k pulses summing to variance c2c^2 (1 - r^2k) / (1 - r^2) (RESET alike towards
+        # g_min). This is the pulse-by-pulse law exactly, except that the bounds clip once at the
+        # end of the train instead of after every pulse.
+        flat = torch.where(self.stuck, 0.0, n).view(-1)
+        i = flat.nonzero().view(-1)
+        if not i.numel():
+            return
+        count = flat[i]
+        k = count.abs()
+        dg_up, dg_down, g_min, g_max = self._parameters(i)
+        potentiate = count > 0
+        a = 2.0 * torch.where(potentiate, dg_up, dg_down)  # fraction of the distance to the bound per pulse
+        bound = torch.where(potentiate, g_max, g_min)
+        r = 1.0 - a
+        rk = r.pow(k)
+        gain = torch.where(a > 0, (1.0 - rk * rk) / (1.0 - r * r).clamp(min=1e-30), k)  # sum of r^2j, j < k
+        g_plus = self.g[0].view(-1)
+        g = bound - (bound - g_plus[i]) * rk + self.c2c * self.dg_step * gain.sqrt() * self._randn(i.shape)
+        g_plus[i] = torch.minimum(torch.maximum(g, g_min), g_max)
+        self.offset.view(-1)[i] = self.write_noise * self.dg_step * self._randn(i.shape)
 
     def _sense(self, g: Tensor) -> Tensor:
         return torch.stack((g[0] + self.offset, g[1]))

@@ -236,8 +236,10 @@ def test_pcm_depression_goes_through_the_pair_and_refresh_keeps_the_weight():
     assert dev.refreshes == 0 and due.float().mean() > 0.5  # both halves have climbed
     dev.refresh_upper = 0.75
     before = dev.g.clone()
-    after = dev.apply_pulses(torch.zeros(n))
-    assert dev.refreshes == int(due.sum())
+    dev.apply_pulses(torch.zeros(n))
+    assert dev.refreshes == 0  # pulses check only the pairs they touch
+    assert dev.refresh() == int(due.sum()) == dev.refreshes
+    after = dev.read()
     torch.testing.assert_close(after, w, atol=1e-6, rtol=0)  # noise-free rewrite keeps every weight
     assert (dev.g.min(0).values[due] < 0.05).all()  # one half of each refreshed pair is back at RESET
     assert torch.equal(dev.g[:, ~due], before[:, ~due])  # the others are left alone
@@ -279,6 +281,28 @@ def test_rram_balanced_pulses_drift_to_the_symmetry_point():
     bias, expected = results[0.259]
     assert bias > 0.1 and bias == pytest.approx(expected, abs=0.01)  # w_max = 1: bias in units of w_max
     assert abs(results[0.0][0]) < 0.01  # a symmetric device shows none
+
+
+def test_rram_pulse_train_matches_pulse_by_pulse():
+    """k pulses in one update (closed form) against k updates of one pulse (the per-pulse law)."""
+    n, k = 20_000, 40
+    stats = []
+    for per_pulse in (False, True):
+        dev = hm.make_synapse("rram", seed=7, w_max=1.0, write_noise=0.0, stuck_gmin=0.0, stuck_gmax=0.0,
+                              bound_dtod=0.0)
+        dev.attach(torch.zeros(n))  # g ~ 1/2, far from the bounds for 40 steps of ~0.001
+        g0 = dev.g[0].double().clone()
+        if per_pulse:
+            for _ in range(k):
+                dev.apply_pulses(torch.ones(n))
+        else:
+            dev.apply_pulses(torch.full((n,), float(k)))
+        change = dev.g[0].double() - g0
+        stats.append((change.mean().item(), change.var().item()))
+    (m1, v1), (m2, v2) = stats
+    assert m1 > 0.02  # the train moved the devices (~k steps of ~0.001 each)
+    assert abs(m1 - m2) < Z * math.sqrt((v1 + v2) / n)
+    assert v1 == pytest.approx(v2, rel=Z * math.sqrt(2 / n) * 2)
 
 
 def test_rram_stuck_devices_and_variation():
