@@ -155,16 +155,15 @@ class SynapseDevice:
     def program(self, dw: Tensor) -> Tensor:
         """Apply the float update ``dw`` as programming pulses; return the weights as read back."""
         self._check(dw, "update")
-        n = self.pulse_counts(dw)  # whole numbers within +-max_pulses already
-        self.pulses += int(n.abs().sum())
-        self._pulse(n)
-        return self.read()
+        return self._apply(self.pulse_counts(dw))  # whole numbers within +-max_pulses already
 
     @torch.no_grad()
     def apply_pulses(self, n: Tensor) -> Tensor:
         """Apply signed integer pulse counts ``n`` (positive: potentiate the weight); return the read weights."""
         self._check(n, "pulse count")
-        n = n.to(self.dtype).round().clamp(-self.max_pulses, self.max_pulses)
+        return self._apply(n.to(self.dtype).round().clamp(-self.max_pulses, self.max_pulses))
+
+    def _apply(self, n: Tensor) -> Tensor:
         self.pulses += int(n.abs().sum())
         self._pulse(n)
         return self.read()

@@ -234,12 +234,15 @@ class PCMSynapse(SynapseDevice):
         if self.read_noise_scale == 0:
             return g
         sigma = self.read_noise_std(self._flat("g")[i], self.time - self._flat("t_prog")[i])
-        return (g + g.abs() * sigma * self._randn(g.shape)).clamp(min=0.0)
+        return self._noisy(g, sigma)
 
     def _sense(self, g: Tensor) -> Tensor:
         if self.read_noise_scale == 0:
             return g
         if self._sigma is None or self._sigma_time != self.time:
             self._sigma, self._sigma_time = self.read_noise_std(self.g, self.time - self.t_prog), self.time
+        return self._noisy(g, self._sigma)
+
+    def _noisy(self, g: Tensor, sigma: Tensor) -> Tensor:
         # conductances are never negative: g + g sigma xi, clamped, in place on the noise
-        return self._randn(g.shape).mul_(self._sigma).mul_(g).add_(g).clamp_(min=0.0)
+        return self._randn(g.shape).mul_(sigma).mul_(g).add_(g).clamp_(min=0.0)
