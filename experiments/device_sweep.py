@@ -12,8 +12,9 @@ to ignore their read noise), and the test accuracy is measured on the weights re
 back after 1 s, 1 h, 1 day and 1 year of drift, with and without global drift compensation
 (``hardware_models.GlobalDriftCompensation``). Writes ``devices.json``, ``devices.md``, the drift
 figure ``devices_drift.png`` and, when linear devices were swept, ``devices_states.png`` (accuracy
-against the number of states). ``devices.json`` is rewritten after every model, and a rerun with the
-same ``--out`` skips the models already in it, so an interrupted sweep resumes.
+against the number of states, one line per range and rounding). ``devices.json`` is rewritten after
+every model; a rerun with the same ``--out`` skips the models already measured with the same readout, so
+an interrupted sweep resumes, and keeps every other row, so sweeps into one directory add up.
 """
 from __future__ import annotations
 
@@ -91,6 +92,32 @@ def evaluate_synapse(spec, preset, data, args) -> dict:
     return row
 
 
+def previous_rows(path: Path, meta: dict) -> list[dict]:
+    """The rows of an earlier sweep into the same directory, which must be the same experiment.
+
+    A sweep never drops a row it finds: rerunning with other ``--synapses`` or readout settings adds to the
+    file. Another preset, seed or data size in the same directory is refused rather than mixed or overwritten.
+    Files written before the seed was recorded count as seed 0.
+    """
+    if not path.exists():
+        return []
+    try:
+        previous = json.loads(path.read_text())
+        found = {k: previous.get(k, 0 if k == "seed" else None) for k in meta}
+        rows = list(previous["rows"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path} is not a device sweep's results file ({e}); move it or choose another --out")
+    if found != meta:
+        raise SystemExit(f"{path} holds another experiment ({found}, this one is {meta}); choose another --out")
+    return rows
+
+
+def _same_readout(row: dict, args) -> bool:
+    """A row answers this run if its readout had the same epochs and, where reads vary, the same read mode."""
+    return (row.get("readout_epochs") == args.readout_epochs
+            and (row.get("static_reads") or row.get("readout_reads", "one") == args.readout_reads))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="mnist")
@@ -112,29 +139,27 @@ def main(argv=None):
                                                                                                       args.n_test)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if (out / "devices.json").exists():
-        previous = json.loads((out / "devices.json").read_text())
-        if previous.get("preset") == preset["name"] and previous.get("n_train") == len(data.x_train):
-            done = {r["synapse"]: r for r in previous["rows"]
-                    if r.get("readout_epochs", args.readout_epochs) == args.readout_epochs
-                    and (r.get("static_reads") or r.get("readout_reads", "one") == args.readout_reads)}
+    meta = {"preset": preset["name"], "seed": args.seed, "n_train": len(data.x_train), "n_test": len(data.x_test)}
+    kept = previous_rows(out / "devices.json", meta)
     rows = []
     for spec in args.synapses:
-        if spec in done:
+        match = next((r for r in kept if r["synapse"] == spec and _same_readout(r, args)), None)
+        if match is not None:
             print(f"{spec}: already in {out / 'devices.json'}", flush=True)
-            rows.append(done[spec])
+            kept.remove(match)
+            rows.append(match)
         else:
             rows.append(evaluate_synapse(spec, preset, data, args))
-        write_json(out / "devices.json", {"preset": preset["name"], "n_train": len(data.x_train),
-                                          "n_test": len(data.x_test), "rows": rows})
-    header = ("| synapse | readout reads | test acc % | " + " | ".join(f"{k} raw / comp." for k in DRIFT_TIMES)
+        # rows measured earlier with other models or readouts stay in the file, after this run's
+        write_json(out / "devices.json", {**meta, "rows": rows + kept})
+    rows += kept
+    header = ("| synapse | readout epochs | readout reads | test acc % | " + " | ".join(f"{k} raw / comp." for k in DRIFT_TIMES)
               + " | pulses | clipped at attach |")
-    lines = [header, "|" + "---|" * (5 + len(DRIFT_TIMES))]
+    lines = [header, "|" + "---|" * (6 + len(DRIFT_TIMES))]
     for r in rows:
         drift = " | ".join(f"{100 * r['drift'][k]['raw']:.2f} / {100 * r['drift'][k]['compensated']:.2f}"
                            for k in DRIFT_TIMES)
-        lines.append(f"| {r['synapse']} | {r.get('readout_reads', 'one')} | {100 * r['test_acc']:.2f} | {drift} | "
+        lines.append(f"| {r['synapse']} | {r.get('readout_epochs') or 'preset'} | {r.get('readout_reads', 'one')} | {100 * r['test_acc']:.2f} | {drift} | "
                      f"{r['pulses']:.3g} | {r.get('clipped_at_attach', 0)} |")
     (out / "devices.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -143,8 +168,9 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    shown = [r for r in rows if _same_readout(r, args)]  # the figures compare rows of this run's readout
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for r in rows:
+    for r in shown:
         ax.plot(list(DRIFT_TIMES.values()), [100 * r["drift"][k]["raw"] for k in DRIFT_TIMES], "o-", label=r["synapse"])
     ax.set_xscale("log")
     ax.set_xlabel("time after programming (s)")
@@ -153,12 +179,19 @@ def main(argv=None):
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(out / "devices_drift.png", lambda tmp: fig.savefig(tmp, format="png"))
-    linear = sorted((hardware_models.make_synapse(r["synapse"]).levels, 100 * r["test_acc"]) for r in rows
-                    if r["synapse"].startswith("linear"))
-    if linear:
+    lines_by_options: dict[str, list] = {}
+    for r in shown:
+        name, _, options = r["synapse"].partition(":")
+        if name.startswith("linear"):
+            levels = hardware_models.make_synapse(r["synapse"]).levels
+            lines_by_options.setdefault(options, []).append((levels, 100 * r["test_acc"]))
+    if lines_by_options:
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot([n for n, _ in linear], [a for _, a in linear], "o-", label="linear N states")
-        for r in rows:
+        for options, points in sorted(lines_by_options.items()):
+            points.sort()
+            ax.plot([n for n, _ in points], [a for _, a in points], "o-",
+                    label="linear N states" + (f" ({options})" if options else ""))
+        for r in shown:
             if r["synapse"] == "ideal":
                 ax.axhline(100 * r["test_acc"], color="k", ls="--", lw=1, label="ideal (float)")
         ax.set_xscale("log", base=2)

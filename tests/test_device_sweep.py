@@ -28,6 +28,14 @@ def test_sweep_writes_rows_and_resumes_without_recomputing(tmp_path, monkeypatch
     device_sweep.main(args)  # all rows come from devices.json
     with pytest.raises(AssertionError, match="recomputed"):  # another read mode is another measurement
         device_sweep.main(args[:6] + ["--readout-reads", "one", "--synapses", "pcm:w_max_unit=8"])
+    device_sweep.main(args[:6] + ["--synapses", "ideal"])  # a sweep over fewer models keeps the others' rows
+    assert [r["synapse"] for r in json.loads((out / "devices.json").read_text())["rows"]] == [
+        "ideal", "pcm:w_max_unit=8", "rram"]
+    saved = (out / "devices.json").read_bytes()
+    for other in (["--seed", "1"], ["--n-test", "100"]):  # another experiment is refused, the file untouched
+        with pytest.raises(SystemExit, match="another experiment"):
+            device_sweep.main(args + other)
+    assert (out / "devices.json").read_bytes() == saved
 
 
 def test_weight_stats_of_initial_weights(capsys):
