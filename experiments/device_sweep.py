@@ -163,45 +163,64 @@ def main(argv=None):
                      f"{r['pulses']:.3g} | {r.get('clipped_at_attach', 0)} |")
     (out / "devices.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    write_figures(out, preset["name"], [r for r in rows if _same_readout(r, args)])  # rows of this run's readout
+
+
+def _save(fig, ax, path: Path, title: str, xlabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+def write_figures(out: Path, name: str, rows: list[dict]) -> None:
+    """``devices_drift.png``: accuracy against time after programming, raw (solid) and drift-compensated
+    (dashed), for the devices whose reads change; the float row is a flat reference. ``devices_states.png``
+    (when linear devices were swept): accuracy against the number of states, one line per range and
+    rounding, with the float row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in rows if _same_readout(r, args)]  # the figures compare rows of this run's readout
+    ideal = next((r for r in rows if r["synapse"] == "ideal"), None)
+    times = list(DRIFT_TIMES.values())
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for r in shown:
-        ax.plot(list(DRIFT_TIMES.values()), [100 * r["drift"][k]["raw"] for k in DRIFT_TIMES], "o-", label=r["synapse"])
+    if ideal is not None:
+        ax.axhline(100 * ideal["test_acc"], color="k", ls=":", lw=1, label="ideal (float)")
+    for r in rows:
+        if r.get("static_reads"):
+            continue
+        line, = ax.plot([times[0] / 100] + times, [100 * r["test_acc"]] + [100 * r["drift"][k]["raw"] for k in DRIFT_TIMES],
+                        "o-", label=f"{r['synapse']}, raw")
+        ax.plot(times, [100 * r["drift"][k]["compensated"] for k in DRIFT_TIMES], "s--", color=line.get_color(),
+                label=f"{r['synapse']}, compensated")
     ax.set_xscale("log")
-    ax.set_xlabel("time after programming (s)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{preset['name']}: accuracy after drift (no compensation)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(out / "devices_drift.png", lambda tmp: fig.savefig(tmp, format="png"))
+    ax.set_xticks([times[0] / 100] + times, ["prog."] + list(DRIFT_TIMES))
+    _save(fig, ax, out / "devices_drift.png", f"{name}: accuracy after drift", "time after programming")
+    plt.close(fig)
     lines_by_options: dict[str, list] = {}
-    for r in shown:
-        name, _, options = r["synapse"].partition(":")
-        if name.startswith("linear"):
+    for r in rows:
+        model, _, options = r["synapse"].partition(":")
+        if model.startswith("linear"):
             levels = hardware_models.make_synapse(r["synapse"]).levels
             lines_by_options.setdefault(options, []).append((levels, 100 * r["test_acc"]))
-    if lines_by_options:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for options, points in sorted(lines_by_options.items()):
-            points.sort()
-            ax.plot([n for n, _ in points], [a for _, a in points], "o-",
-                    label="linear N states" + (f" ({options})" if options else ""))
-        for r in shown:
-            if r["synapse"] == "ideal":
-                ax.axhline(100 * r["test_acc"], color="k", ls="--", lw=1, label="ideal (float)")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("states per device")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{preset['name']}: accuracy against device resolution")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        atomic_write(out / "devices_states.png", lambda tmp: fig.savefig(tmp, format="png"))
-
+    if not lines_by_options:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for options, points in sorted(lines_by_options.items()):
+        points.sort()
+        ax.plot([n for n, _ in points], [a for _, a in points], "o-", label="linear N states" + (f" ({options})" if options else ""))
+    if ideal is not None:
+        ax.axhline(100 * ideal["test_acc"], color="k", ls="--", lw=1, label="ideal (float)")
+        ax.axhspan(100 * ideal["test_acc"] - 1, 100 * ideal["test_acc"], color="k", alpha=0.08, label="within 1 point")
+    ax.set_xscale("log", base=2)
+    levels = sorted({n for points in lines_by_options.values() for n, _ in points})
+    ax.set_xticks(levels, [str(n) for n in levels])
+    _save(fig, ax, out / "devices_states.png", f"{name}: accuracy against device resolution", "states per device")
+    plt.close(fig)
 
 if __name__ == "__main__":
     main()
