@@ -176,23 +176,28 @@ def _save(fig, ax, path: Path, title: str, xlabel: str) -> None:
 
 
 def write_figures(out: Path, name: str, rows: list[dict]) -> None:
-    """``devices_drift.png``: accuracy against time after programming, raw (solid) and drift-compensated
-    (dashed), for the devices whose reads change; the float row is a flat reference. ``devices_states.png``
-    (when linear devices were swept): accuracy against the number of states, one line per range and
-    rounding, with the float row."""
+    """``devices_drift.png`` (when some device's reads change): accuracy against time after programming,
+    raw (solid) and drift-compensated (dashed), for those devices, with the float row as reference.
+    ``devices_states.png`` (when linear devices were swept): accuracy against the number of states, one
+    line per range and rounding, with the float row and its 1-point band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ideal = next((r for r in rows if r["synapse"] == "ideal"), None)
+    drifting = [r for r in rows if not r.get("static_reads")]
+    if drifting:
+        _drift_figure(out, name, drifting, ideal, plt)
+    _states_figure(out, name, rows, ideal, plt)
+
+
+def _drift_figure(out: Path, name: str, rows: list[dict], ideal: dict | None, plt) -> None:
     times = list(DRIFT_TIMES.values())
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if ideal is not None:
         ax.axhline(100 * ideal["test_acc"], color="k", ls=":", lw=1, label="ideal (float)")
     for r in rows:
-        if r.get("static_reads"):
-            continue
         line, = ax.plot([times[0] / 100] + times, [100 * r["test_acc"]] + [100 * r["drift"][k]["raw"] for k in DRIFT_TIMES],
                         "o-", label=f"{r['synapse']}, raw")
         ax.plot(times, [100 * r["drift"][k]["compensated"] for k in DRIFT_TIMES], "s--", color=line.get_color(),
@@ -201,6 +206,9 @@ def write_figures(out: Path, name: str, rows: list[dict]) -> None:
     ax.set_xticks([times[0] / 100] + times, ["prog."] + list(DRIFT_TIMES))
     _save(fig, ax, out / "devices_drift.png", f"{name}: accuracy after drift", "time after programming")
     plt.close(fig)
+
+
+def _states_figure(out: Path, name: str, rows: list[dict], ideal: dict | None, plt) -> None:
     lines_by_options: dict[str, list] = {}
     for r in rows:
         model, _, options = r["synapse"].partition(":")
@@ -221,6 +229,7 @@ def write_figures(out: Path, name: str, rows: list[dict]) -> None:
     ax.set_xticks(levels, [str(n) for n in levels])
     _save(fig, ax, out / "devices_states.png", f"{name}: accuracy against device resolution", "states per device")
     plt.close(fig)
+
 
 if __name__ == "__main__":
     main()
