@@ -118,6 +118,11 @@ def _same_readout(row: dict, args) -> bool:
             and (row.get("static_reads") or row.get("readout_reads", "one") == args.readout_reads))
 
 
+def _measurement(row: dict) -> tuple:
+    """What a row measured: the model and its readout (two rows with the same key repeat one measurement)."""
+    return row["synapse"], row.get("readout_epochs"), row.get("readout_reads", "one")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="mnist")
@@ -131,6 +136,9 @@ def main(argv=None):
                     help="train the readout on the features of the last read of the devices (one) or of a fresh "
                          "read for every batch (fresh: noise-aware, for devices with read noise)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--merge", nargs="+", default=[], metavar="DIR",
+                    help="take in the rows of sweeps of the same experiment written to other directories "
+                         "(one process per core, merged afterwards); rows already in --out win")
     args = ap.parse_args(argv)
     configure_cpu()
     preset = load_preset(args.preset, args.layers)
@@ -141,6 +149,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     meta = {"preset": preset["name"], "seed": args.seed, "n_train": len(data.x_train), "n_test": len(data.x_test)}
     kept = previous_rows(out / "devices.json", meta)
+    for other in args.merge:
+        measured = {_measurement(r) for r in kept}
+        kept += [r for r in previous_rows(Path(other) / "devices.json", meta) if _measurement(r) not in measured]
     rows = []
     for spec in args.synapses:
         match = next((r for r in kept if r["synapse"] == spec and _same_readout(r, args)), None)

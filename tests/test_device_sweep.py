@@ -38,6 +38,28 @@ def test_sweep_writes_rows_and_resumes_without_recomputing(tmp_path, monkeypatch
     assert (out / "devices.json").read_bytes() == saved
 
 
+def test_sweeps_in_two_directories_merge_without_recomputing(tmp_path, monkeypatch):
+    base = ["--preset", "digits", "--readout-epochs", "2", "--n-train", "300", "--n-test", "100"]
+    device_sweep.main(base + ["--synapses", "ideal", "linear8", "--out", str(tmp_path / "a")])
+    device_sweep.main(base + ["--synapses", "linear16", "--out", str(tmp_path / "b")])
+    device_sweep.main(base + ["--synapses", "linear8", "--seed", "1", "--out", str(tmp_path / "other_seed")])
+    b_row = json.loads((tmp_path / "b" / "devices.json").read_text())["rows"][0]
+
+    def fail(*a, **k):
+        raise AssertionError("a finished model was recomputed")
+
+    monkeypatch.setattr(device_sweep, "evaluate_synapse", fail)
+    device_sweep.main(base + ["--synapses", "ideal", "--out", str(tmp_path / "a"), "--merge", str(tmp_path / "b")])
+    merged = json.loads((tmp_path / "a" / "devices.json").read_text())["rows"]
+    assert [r["synapse"] for r in merged] == ["ideal", "linear8", "linear16"] and merged[2] == b_row
+    device_sweep.main(base + ["--synapses", "ideal", "--out", str(tmp_path / "a"), "--merge", str(tmp_path / "b")])
+    assert len(json.loads((tmp_path / "a" / "devices.json").read_text())["rows"]) == 3  # merging twice adds nothing
+    assert (tmp_path / "a" / "devices_states.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="another experiment"):  # rows of another seed are not mixed in
+        device_sweep.main(base + ["--synapses", "ideal", "--out", str(tmp_path / "a"),
+                                  "--merge", str(tmp_path / "other_seed")])
+
+
 def test_weight_stats_of_initial_weights(capsys):
     from experiments import weight_stats
 
