@@ -140,6 +140,9 @@ def main(argv=None):
                     help="take in the rows of sweeps of the same experiment written to other directories "
                          "(one process per core, merged afterwards); rows already in --out win")
     args = ap.parse_args(argv)
+    missing = [d for d in args.merge if not (Path(d) / "devices.json").is_file()]
+    if missing:  # checked before the data load, so a mistyped directory fails at once instead of merging nothing
+        raise SystemExit(f"--merge: no devices.json in {', '.join(missing)}")
     configure_cpu()
     preset = load_preset(args.preset, args.layers)
     data = load_dataset(preset["dataset"], image_size=preset["image_size"],
@@ -172,7 +175,7 @@ def main(argv=None):
                            for k in DRIFT_TIMES)
         lines.append(f"| {r['synapse']} | {r.get('readout_epochs') or 'preset'} | {r.get('readout_reads', 'one')} | {100 * r['test_acc']:.2f} | {drift} | "
                      f"{r['pulses']:.3g} | {r.get('clipped_at_attach', 0)} |")
-    (out / "devices.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "devices.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
     write_figures(out, preset["name"], [r for r in rows if _same_readout(r, args)])  # rows of this run's readout
 

@@ -58,6 +58,8 @@ def test_sweeps_in_two_directories_merge_without_recomputing(tmp_path, monkeypat
     with pytest.raises(SystemExit, match="another experiment"):  # rows of another seed are not mixed in
         device_sweep.main(base + ["--synapses", "ideal", "--out", str(tmp_path / "a"),
                                   "--merge", str(tmp_path / "other_seed")])
+    with pytest.raises(SystemExit, match="no devices.json in"):  # a mistyped directory is not an empty merge
+        device_sweep.main(base + ["--synapses", "ideal", "--out", str(tmp_path / "a"), "--merge", str(tmp_path / "typo")])
 
 
 def test_weight_stats_of_initial_weights(capsys):
