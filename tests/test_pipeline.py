@@ -161,9 +161,9 @@ def test_end_to_end_mnist_one_layer(mnist, tmp_path, monkeypatch):
     Measured (seed 0, 2-core CPU, ~75 s): 92.15 %. The readout's accuracy still swings by several points
     from epoch to epoch this early (0.86-0.935 over epochs 5-10), so the floor is 87 %.
     """
-    from conftest import shared_data_dir
+    from conftest import require_data
 
-    monkeypatch.setenv("SOFTHEBB_DATA", str(shared_data_dir()))
+    monkeypatch.setenv("SOFTHEBB_DATA", str(require_data("mnist.npz").parent))
     config = {"preset": load_preset("mnist", layers=1), "rule": "softhebb", "mode": "greedy", "seed": 0,
               "normalisation": "global", "n_train": 10000, "n_test": 2000, "readout_epochs": 10}
     metrics = run(config, tmp_path / "m", progress=False)
