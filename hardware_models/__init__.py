@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import re
 
-from .base import SynapseDevice, pulse_train
+from .base import ROUNDINGS, SynapseDevice, pulse_train
 from .compensation import GlobalDriftCompensation, readout
 from .ideal import IdealSynapse, LinearSynapse
 from .pcm import PCMSynapse
@@ -26,7 +26,7 @@ _MODELS = {"ideal": IdealSynapse, "linear": LinearSynapse, "pcm": PCMSynapse, "r
 #: accepted model names (``linearN`` is shorthand for ``linear:levels=N``)
 SYNAPSES = tuple(_MODELS)
 
-__all__ = ["SYNAPSES", "make_synapse", "SynapseDevice", "IdealSynapse", "LinearSynapse", "PCMSynapse",
+__all__ = ["SYNAPSES", "ROUNDINGS", "make_synapse", "SynapseDevice", "IdealSynapse", "LinearSynapse", "PCMSynapse",
            "RRAMSynapse", "GlobalDriftCompensation", "readout", "pulse_train"]
 
 

@@ -75,23 +75,9 @@ class RRAMSynapse(SynapseDevice):
         self.bound_dtod, self.c2c, self.write_noise = float(bound_dtod), float(c2c), float(write_noise)
         self.stuck_gmin, self.stuck_gmax = float(stuck_gmin), float(stuck_gmax)
 
-    def step_sizes(self, g: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Mean SET and RESET conductance steps (both positive) at conductance ``g``.
-
-        ``g`` has the device shape, or holds the devices at flat indices ``idx``.
-        """
-        dg_up, dg_down, g_min, g_max = self._parameters(idx)
-        return 2.0 * dg_up * (g_max - g), 2.0 * dg_down * (g - g_min)
-
-    def _parameters(self, idx: Tensor | None = None) -> tuple[Tensor, ...]:
-        """``dg_up_i, dg_down_i, g_min_i, g_max_i`` of every device, or of those at flat indices ``idx``."""
-        params = (self.dg_up_i, self.dg_down_i, self.g_min_i, self.g_max_i)
-        return params if idx is None else tuple(p.view(-1)[idx] for p in params)
-
-    def symmetry_point(self) -> Tensor:
-        """Conductance ``g*`` of each device where mean SET and RESET steps cancel."""
-        return ((self.dg_up_i * self.g_max_i + self.dg_down_i * self.g_min_i)
-                / (self.dg_up_i + self.dg_down_i))
+    def _parameters(self, idx: Tensor) -> tuple[Tensor, ...]:
+        """``dg_up_i, dg_down_i, g_min_i, g_max_i`` of the devices at flat indices ``idx``."""
+        return tuple(p.view(-1)[idx] for p in (self.dg_up_i, self.dg_down_i, self.g_min_i, self.g_max_i))
 
     def _init_state(self, weight: Tensor) -> None:
         shape = self.shape

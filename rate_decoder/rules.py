@@ -2,7 +2,6 @@
 
 Every network of the project -- the rate-coded layers, the spiking network's cross-checks and the
 synaptic device backends -- computes its update through these functions, so the rule exists once.
-None of them changes its arguments in place.
 
 Rules (the post-synaptic factor ``y~`` of the update):
 
@@ -11,24 +10,36 @@ Rules (the post-synaptic factor ``y~`` of the update):
 * ``"soft"`` -- plain SoftHebb, ``y~ = y`` (no anti-Hebbian term).
 * ``"hardwta"`` -- one-hot ``y~`` at the argmax (the hard-WTA baseline, SPEC.md §7).
 
-Update normalisations:
+Update normalisations (the divisor of the raw update ``D``, one object per name in
+:data:`NORMALISATIONS`, built by :func:`make_normalisation`):
 
-* ``"global"`` -- divide the update by its largest magnitude over the whole layer (SPEC.md §2.5).
-  This is what the paper does; it is not local to a synapse.
-* ``"neuron"`` -- divide each neuron's update by its own largest magnitude, ``max_i |D_ki|``. Not
-  the paper's rule (SPEC.md §12 warns that it changes the dynamics) and not local to a synapse, but
-  local to a neuron, like the norm its learning rate already depends on: it measures how much of
-  the paper's accuracy a neuron-level gain keeps once the layer-wide maximum is gone.
-* ``"none"`` -- the local variant: no division. A spiking network can compute this one.
+* ``"global"`` -- :class:`LayerMax`: divide the update by its largest magnitude over the whole layer
+  (SPEC.md §2.5). This is what the paper does; it is not local to a synapse.
+* ``"fixed"`` -- :class:`FixedGain`: divide by a constant gain, the ``max |D|`` of the first batch,
+  frozen. Every later change depends only on the synapse's own activity and its neuron's norm, as
+  on a chip with a programmed gain. The only stateful one: its gain is saved with the layer.
+* ``"neuron"`` -- :class:`NeuronMax`: divide each neuron's update by its own largest magnitude,
+  ``max_i |D_ki|``. Not the paper's rule (SPEC.md §12 warns that it changes the dynamics) and not
+  local to a synapse, but local to a neuron, like the norm its learning rate already depends on: it
+  measures how much of the paper's accuracy a neuron-level gain keeps once the layer-wide maximum
+  is gone.
+* ``"none"`` -- :class:`NoNormalisation`: the local variant, no division. A spiking network can
+  compute this one; pair it with a small ``lr``, the update is a sum over the batch.
+
+None of the functions changes its arguments in place, with one exception by design: a stateful
+normalisation object passed to them advances its own state when asked for a divisor. The state of
+the step is then explicit: it is the object, which the layer holds and saves with its weights.
 """
 from __future__ import annotations
+
+import math
+from typing import Callable, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 RULES = ("softhebb", "soft", "hardwta")
-NORMALISATIONS = ("global", "neuron", "none")
 
 
 def soft_wta(u: Tensor, inverse_temperature: float, dim: int = 1) -> Tensor:
@@ -113,22 +124,155 @@ def conv_forward(x_padded: Tensor, weight: Tensor, compute_dtype=None) -> Tensor
     return F.conv2d(x_padded.to(compute_dtype), weight.to(compute_dtype)).to(weight.dtype)
 
 
-def update_divisor(delta: Tensor, normalisation: str = "global") -> Tensor | float:
-    """``max |D| + 1e-30`` over the whole layer (``"global"``, SPEC.md §2.5), per neuron (``"neuron"``,
-    shape ``(K,)`` for ``delta (K, ...)``) or ``1`` (``"none"``)."""
-    if normalisation == "global":
+class Normalisation:
+    r"""The divisor of a batch's raw update: :math:`\Delta W_k = \eta_k D_k / \mathrm{divisor}`.
+
+    A subclass sets ``name`` (its key in :data:`NORMALISATIONS`) and implements :meth:`divisor`.
+    A stateful one (``stateful = True``) keeps what it carries from step to step as tensors in
+    :meth:`state_dict`, which a layer saves with its weights under ``"<name>_<key>"``; it may change
+    that state in :meth:`calibrate`, which a layer calls before each step, and in :meth:`divisor`.
+    The default is stateless: no state, nothing to calibrate.
+    """
+
+    name: ClassVar[str]
+    stateful: ClassVar[bool] = False
+
+    def divisor(self, delta: Tensor) -> Tensor | float:
+        """What ``delta (K, ...)`` is divided by: a scalar, or a ``(K,)`` tensor for one value per neuron.
+
+        A Python number is a constant gain and is folded into the base rate (:func:`scale_update`).
+        """
+        raise NotImplementedError
+
+    def calibrate(self, raw_update: Callable[[], Tensor]) -> None:
+        """Take what the normalisation needs from the batch before its step; ``raw_update()`` computes ``D``.
+
+        ``raw_update`` is called only if needed, so a normalisation that needs nothing costs nothing.
+        """
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        if set(state) != set(self.state_dict()):
+            raise KeyError(f"{type(self).__name__} state has keys {sorted(self.state_dict())}, got {sorted(state)}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class LayerMax(Normalisation):
+    """``"global"``: ``max |D| + 1e-30`` over the whole layer (SPEC.md §2.5), the paper's rule."""
+
+    name = "global"
+
+    def divisor(self, delta: Tensor) -> Tensor:
         low, high = torch.aminmax(delta)  # one pass, no |D| temporary (20x faster than vector_norm(inf) here)
         return torch.maximum(high, -low) + 1e-30
-    if normalisation == "neuron":
+
+
+class NeuronMax(Normalisation):
+    """``"neuron"``: each neuron's own ``max_i |D_ki| + 1e-30``, shape ``(K,)``."""
+
+    name = "neuron"
+
+    def divisor(self, delta: Tensor) -> Tensor:
         return delta.flatten(1).abs().amax(dim=1) + 1e-30
-    if normalisation == "none":
+
+
+class NoNormalisation(Normalisation):
+    """``"none"``: divisor 1, the raw batch sum (the local rule a spiking network computes)."""
+
+    name = "none"
+
+    def divisor(self, delta: Tensor) -> float:
         return 1.0
-    raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
 
 
-def normalise_update(delta: Tensor, normalisation: str = "global") -> Tensor:
-    """``delta`` divided by :func:`update_divisor`."""
-    return delta / update_divisor(delta, normalisation)
+class FixedGain(Normalisation):
+    """``"fixed"``: a constant gain, ``max |D| + 1e-30`` of the first batch, then frozen.
+
+    The first step therefore moves the weights as far as the paper's (SPEC.md §2.5); later steps
+    divide by the same constant, so each synapse's change depends only on its own pre- and
+    post-synaptic activity and its neuron's norm, as on a chip with a programmed gain. The layer
+    calibrates on the raw update computed at the weights' precision, so the gain does not depend on
+    a reduced ``compute_dtype`` of the step. Used alone (no :meth:`calibrate` call), the gain is
+    taken from the first update passed to :meth:`divisor`.
+
+    Args:
+        gain: the frozen gain; ``0`` (the default) until the first batch sets it.
+
+    State: ``{"divisor": gain}`` (a float64 scalar tensor), so a layer saves it as ``fixed_divisor``.
+
+    Example::
+
+        >>> norm = FixedGain()
+        >>> norm.divisor(torch.tensor([[1.0, -4.0], [2.0, 0.5]]))
+        4.0
+        >>> norm.divisor(torch.tensor([[9.0, 0.0], [0.0, 1.0]]))  # frozen at the first batch's
+        4.0
+    """
+
+    name = "fixed"
+    stateful = True
+
+    def __init__(self, gain: float = 0.0):
+        gain = float(gain)
+        if not (math.isfinite(gain) and gain >= 0):
+            raise ValueError(f"gain must be a finite number >= 0, got {gain}")
+        self.gain = gain
+
+    @property
+    def calibrated(self) -> bool:
+        return self.gain != 0.0
+
+    def calibrate(self, raw_update: Callable[[], Tensor]) -> None:
+        if not self.calibrated:
+            self.gain = float(LayerMax().divisor(raw_update()))
+
+    def divisor(self, delta: Tensor) -> float:
+        self.calibrate(lambda: delta)
+        return self.gain
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"divisor": torch.tensor(self.gain, dtype=torch.float64)}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        super().load_state_dict(state)
+        self.gain = float(state["divisor"])
+
+    def __repr__(self) -> str:
+        return f"FixedGain(gain={self.gain!r})"
+
+
+_NORMALISATION_CLASSES = {cls.name: cls for cls in (LayerMax, FixedGain, NeuronMax, NoNormalisation)}
+#: names of the update normalisations, the keys :func:`make_normalisation` accepts
+NORMALISATIONS = tuple(_NORMALISATION_CLASSES)
+
+
+def make_normalisation(normalisation: str | Normalisation, **params) -> Normalisation:
+    """A fresh normalisation object from its name (``params`` go to its constructor); an object is returned as is."""
+    if isinstance(normalisation, Normalisation):
+        if params:
+            raise ValueError(f"parameters {sorted(params)} given with an already built {normalisation!r}")
+        return normalisation
+    if normalisation not in _NORMALISATION_CLASSES:
+        raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+    return _NORMALISATION_CLASSES[normalisation](**params)
+
+
+def _step_normalisation(normalisation: str | Normalisation) -> Normalisation:
+    """The object the pure step functions use: a name must be stateless (its state would be lost after the call)."""
+    norm = make_normalisation(normalisation)
+    if norm.stateful and not isinstance(normalisation, Normalisation):
+        raise ValueError(f"update normalisation {normalisation!r} keeps state between steps: pass an object "
+                         f"(rules.make_normalisation({normalisation!r})) and keep it, as the layers do")
+    return norm
+
+
+def update_divisor(delta: Tensor, normalisation: str | Normalisation = "global") -> Tensor | float:
+    """The divisor of ``delta (K, ...)`` under ``normalisation`` (:meth:`Normalisation.divisor`)."""
+    return _step_normalisation(normalisation).divisor(delta)
 
 
 def neuron_norms(weight: Tensor) -> Tensor:
@@ -144,6 +288,19 @@ def norm_learning_rate(weight: Tensor, lr: float, power: float) -> Tensor:
     return lr * ((neuron_norms(weight) - 1.0).abs() + 1e-10) ** power
 
 
+def scale_update(delta: Tensor, weight: Tensor, lr: float, lr_power: float, divisor: Tensor | float) -> Tensor:
+    r"""``dW = eta_k D_k / divisor`` (SPEC.md §2.5-2.7), scaled in place in ``delta``'s own buffer.
+
+    A constant divisor (a Python number: ``"none"``, ``"fixed"``) is folded into the base rate,
+    ``eta_k = (lr / divisor) (...)^q``; a per-batch tensor divides the per-neuron rates.
+    """
+    if isinstance(divisor, Tensor):
+        scale = norm_learning_rate(weight, lr, lr_power) / divisor
+    else:
+        scale = norm_learning_rate(weight, lr / divisor, lr_power)
+    return delta.mul_(scale.view((-1,) + (1,) * (delta.dim() - 1)))
+
+
 def plastic_update(
     x: Tensor,
     u: Tensor,
@@ -152,20 +309,21 @@ def plastic_update(
     lr: float,
     lr_power: float,
     rule: str = "softhebb",
-    normalisation: str = "global",
+    normalisation: str | Normalisation = "global",
     compute_dtype=None,
 ) -> Tensor:
     """The weight change ``dW`` of neurons ``weight (K, D)`` that saw inputs ``x (N, D)`` and computed ``u (N, K)``.
 
     The WTA of ``rule``, the raw update of :func:`linear_update`, its normalisation and the
-    per-neuron rate: ``W_new = W + eta_k D_k / max|D|``. The update is scaled in place in its own
-    fresh buffer, so a step makes ~3 passes over the weights instead of ~7 (it matters for the
-    5.3M-weight CIFAR layer).
+    per-neuron rate: ``W_new = W + eta_k D_k / divisor``. ``normalisation`` is a stateless name or
+    a :class:`Normalisation` object (which may advance its state). The update is scaled in place in
+    its own fresh buffer, so a step makes ~3 passes over the weights instead of ~7 (it matters for
+    the 5.3M-weight CIFAR layer).
     """
+    norm = _step_normalisation(normalisation)
     post = signed_post(u, inverse_temperature, rule, dim=-1)
     delta = linear_update(x, u, post, weight, compute_dtype)
-    scale = norm_learning_rate(weight, lr, lr_power) / update_divisor(delta, normalisation)
-    return delta.mul_(scale[:, None])
+    return scale_update(delta, weight, lr, lr_power, norm.divisor(delta))
 
 
 def conv_step(
@@ -175,7 +333,7 @@ def conv_step(
     lr: float,
     lr_power: float,
     rule: str = "softhebb",
-    normalisation: str = "global",
+    normalisation: str | Normalisation = "global",
     transform=None,
     compute_dtype=None,
 ) -> tuple[Tensor, Tensor]:
@@ -203,7 +361,7 @@ def linear_step(
     lr: float,
     lr_power: float,
     rule: str = "soft",
-    normalisation: str = "global",
+    normalisation: str | Normalisation = "global",
 ) -> tuple[Tensor, Tensor]:
     """One fully connected plasticity step on ``x (B, D)``: returns ``(u, dW)``."""
     u = x @ weight.T

@@ -363,6 +363,16 @@ def test_registry():
         hm.make_synapse("pcm:0.5")
 
 
+def test_public_api_is_exactly_all():
+    """``__all__`` names every public top-level object of the package and nothing else."""
+    import inspect
+
+    public = {name for name, obj in vars(hm).items() if not name.startswith("_") and not inspect.ismodule(obj)}
+    public.discard("annotations")  # the `from __future__ import annotations` feature
+    assert set(hm.__all__) == public and len(hm.__all__) == len(set(hm.__all__))
+    assert all(getattr(hm, name) is not None for name in hm.__all__)
+
+
 @pytest.mark.parametrize("spec", ["ideal", "linear16", "pcm", "rram"])
 def test_device_and_dtype_follow_the_weights(spec):
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):

@@ -9,8 +9,20 @@ from rate_decoder import rules
 from rate_decoder.layers import SoftHebbConv2d, SoftHebbLinear
 
 
-def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global", pre_triangle=False):
-    """Loop over samples, positions, neurons and synapses; numpy float64, nothing vectorised.
+def _signed(u, t, rule):
+    """y~ of one sample's pre-activations ``u (K,)``, by the definitions of SPEC.md §2.2-2.3."""
+    winner = int(np.argmax(u))
+    e = np.exp(t * (u - u.max()))
+    y = e / e.sum()
+    if rule == "softhebb":
+        return np.array([y[n] if n == winner else -y[n] for n in range(len(u))])
+    if rule == "soft":
+        return y
+    return np.array([1.0 if n == winner else 0.0 for n in range(len(u))])
+
+
+def reference_conv_update(x, w, t, rule="softhebb", pre_triangle=False):
+    """Raw update D: loop over samples, positions, neurons and synapses; numpy float64, nothing vectorised.
 
     ``pre_triangle`` replaces u by max(u - mean over neurons, 0) before the WTA and the update (SPEC.md §2.9).
     """
@@ -28,30 +40,51 @@ def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global",
                 u = np.array([np.sum(w[n] * patch) for n in range(K)])
                 if pre_triangle:
                     u = np.maximum(u - u.mean(), 0.0)
-                winner = int(np.argmax(u))
-                e = np.exp(t * (u - u.max()))
-                y = e / e.sum()
+                ys = _signed(u, t, rule)
                 for n in range(K):
-                    if rule == "softhebb":
-                        ys = y[n] if n == winner else -y[n]
-                    elif rule == "soft":
-                        ys = y[n]
-                    else:
-                        ys = 1.0 if n == winner else 0.0
                     for c in range(C):
                         for a in range(k):
                             for bb in range(k):
-                                D[n, c, a, bb] += ys * (patch[c, a, bb] - u[n] * w[n, c, a, bb])
+                                D[n, c, a, bb] += ys[n] * (patch[c, a, bb] - u[n] * w[n, c, a, bb])
+    return D
+
+
+def reference_linear_update(x, w, t, rule="soft"):
+    """Raw update D of a fully connected layer (SPEC.md §8), one sample, neuron and synapse at a time."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    K, N = w.shape
+    D = np.zeros_like(w)
+    for b in range(x.shape[0]):
+        u = np.array([sum(w[n, i] * x[b, i] for i in range(N)) for n in range(K)])
+        ys = _signed(u, t, rule)
+        for n in range(K):
+            for i in range(N):
+                D[n, i] += ys[n] * (x[b, i] - u[n] * w[n, i])
+    return D
+
+
+def reference_apply(w, D, lr, q, normalisation="global", gain=0.0):
+    """``(W + eta_k D_k / divisor, gain)``; ``"fixed"`` sets ``gain = max|D| + 1e-30`` if it is 0 and divides by it."""
+    w = np.asarray(w, dtype=np.float64)
+    D = D.copy()
     if normalisation == "global":
         D = D / (np.abs(D).max() + 1e-30)
     elif normalisation == "neuron":
-        for n in range(K):
+        for n in range(len(D)):
             D[n] = D[n] / (np.abs(D[n]).max() + 1e-30)
+    elif normalisation == "fixed":
+        gain = gain or np.abs(D).max() + 1e-30
+        D = D / gain
     new = w.copy()
-    for n in range(K):
+    for n in range(len(w)):
         eta = lr * (abs(math.sqrt(np.sum(w[n] ** 2)) - 1.0) + 1e-10) ** q
         new[n] += eta * D[n]
-    return new
+    return new, gain
+
+
+def reference_conv_step(x, w, t, lr, q, rule="softhebb", normalisation="global", pre_triangle=False):
+    return reference_apply(w, reference_conv_update(x, w, t, rule, pre_triangle), lr, q, normalisation)[0]
 
 
 @pytest.mark.parametrize("rule", ["softhebb", "soft", "hardwta"])
@@ -78,8 +111,11 @@ def test_global_normalisation_puts_largest_update_at_one():
     layer = SoftHebbConv2d(3, 6, 3, dtype=torch.float64)
     xp = layer.pad(torch.randn(4, 3, 6, 6, dtype=torch.float64))
     u = torch.nn.functional.conv2d(xp, layer.weight)
-    d = rules.normalise_update(rules.conv_update(xp, u, rules.signed_post(u, 1.0), layer.weight))
-    assert d.abs().max().item() == pytest.approx(1.0, abs=1e-12)
+    d = rules.conv_update(xp, u, rules.signed_post(u, 1.0), layer.weight)
+    assert (d / rules.update_divisor(d)).abs().max().item() == pytest.approx(1.0, abs=1e-12)
+    per_neuron = d / rules.update_divisor(d, "neuron").view(-1, 1, 1, 1)
+    torch.testing.assert_close(per_neuron.flatten(1).abs().amax(1), torch.ones(6, dtype=torch.float64))
+    assert rules.update_divisor(d, "none") == 1.0
 
 
 def test_anti_hebbian_sign():
@@ -124,17 +160,8 @@ def test_wrong_shape_is_a_clear_error(bad):
         SoftHebbConv2d(3, 4, 3)(bad)
 
 
-def test_bad_hyperparameters():
-    with pytest.raises(ValueError, match="rule"):
-        SoftHebbConv2d(3, 4, 3, rule="oja")
-    with pytest.raises(ValueError, match="odd"):
-        SoftHebbConv2d(3, 4, 4)
-    with pytest.raises(ValueError, match="inverse_temperature"):
-        SoftHebbConv2d(3, 4, 3, inverse_temperature=float("nan"))
-
-
 def test_feature_dropout_is_inverted_dropout_at_half():
-    from rate_decoder.training import feature_dropout
+    from rate_decoder.readout import feature_dropout
 
     torch.manual_seed(0)
     x = torch.ones(200, 5000)
@@ -185,7 +212,7 @@ def test_fixed_normalisation_is_global_first_then_a_frozen_gain():
     torch.testing.assert_close(fixed.weight, paper.weight, rtol=0, atol=1e-12)
     d1 = rules.conv_update(fixed.pad(x1), rules.conv_forward(fixed.pad(x1), w0),
                            rules.signed_post(rules.conv_forward(fixed.pad(x1), w0), 0.7), w0)
-    assert fixed.fixed_divisor.item() == pytest.approx(d1.abs().max().item(), rel=1e-12)
+    assert fixed.normaliser.gain == pytest.approx(d1.abs().max().item(), rel=1e-12)
     w1 = fixed.weight.detach().clone()
     u = rules.conv_forward(fixed.pad(x2), w1)
     d2 = rules.conv_update(fixed.pad(x2), u, rules.signed_post(u, 0.7), w1)
@@ -195,3 +222,198 @@ def test_fixed_normalisation_is_global_first_then_a_frozen_gain():
     # and it is not the global rule any more (x2's max|D| differs from x1's)
     assert abs(d2.abs().max().item() / d1.abs().max().item() - 1) > 0.1
     assert "fixed_divisor" in fixed.state_dict() and "fixed_divisor" not in paper.state_dict()
+
+
+@pytest.mark.parametrize("rule", ["softhebb", "soft", "hardwta"])
+@pytest.mark.parametrize("normalisation", ["global", "neuron", "none"])
+def test_linear_hebbian_step_matches_loop_reference(rule, normalisation):
+    torch.manual_seed(2)
+    layer = SoftHebbLinear(7, 5, inverse_temperature=1.3, lr=0.05, lr_power=0.3, rule=rule,
+                           normalisation=normalisation, radius=1.5, dtype=torch.float64)
+    x = torch.rand(6, 7, dtype=torch.float64)
+    w0 = layer.weight.detach().clone()
+    expected, _ = reference_apply(w0.numpy(), reference_linear_update(x.numpy(), w0.numpy(), 1.3, rule), 0.05, 0.3,
+                                  normalisation)
+    torch.testing.assert_close(layer.hebbian_step(x), x @ w0.T, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(layer.weight.detach().numpy(), expected, rtol=0, atol=1e-10)
+    assert (layer.weight.detach() - w0).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("rule", ["softhebb", "soft", "hardwta"])
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_fixed_normalisation_matches_loop_reference_over_two_steps(rule, kind):
+    """The gain of the first batch is carried to the second step, whose own max|D| differs from it."""
+    torch.manual_seed(4)
+    kw = dict(inverse_temperature=0.7, lr=0.05, lr_power=0.5, rule=rule, normalisation="fixed", radius=1.5,
+              dtype=torch.float64)
+    if kind == "conv":
+        layer = SoftHebbConv2d(2, 4, 3, pre_triangle=rule == "soft", **kw)
+        xs = [torch.randn(3, 2, 5, 4, dtype=torch.float64), 3 * torch.randn(3, 2, 5, 4, dtype=torch.float64)]
+        update = lambda x, w: reference_conv_update(x, w, 0.7, rule, rule == "soft")  # noqa: E731
+    else:
+        layer = SoftHebbLinear(6, 4, **kw)
+        xs = [torch.rand(5, 6, dtype=torch.float64), 3 * torch.rand(5, 6, dtype=torch.float64)]
+        update = lambda x, w: reference_linear_update(x, w, 0.7, rule)  # noqa: E731
+    w, gain, maxima = layer.weight.detach().numpy().copy(), 0.0, []
+    for x in xs:
+        D = update(x.numpy(), w)
+        maxima.append(np.abs(D).max())
+        w, gain = reference_apply(w, D, 0.05, 0.5, "fixed", gain)
+        layer.hebbian_step(x)
+        np.testing.assert_allclose(layer.weight.detach().numpy(), w, rtol=0, atol=1e-10)
+    assert layer.normaliser.gain == pytest.approx(maxima[0], rel=1e-12)
+    assert abs(maxima[1] / maxima[0] - 1) > 0.1  # the second step is not the global rule
+
+
+def test_fixed_gain_is_saved_as_fixed_divisor_and_restored():
+    torch.manual_seed(0)
+    layer = SoftHebbConv2d(2, 4, 3, normalisation="fixed")
+    assert layer.state_dict()["fixed_divisor"].item() == 0.0  # not calibrated yet
+    layer.hebbian_step(torch.randn(3, 2, 6, 6))
+    state = layer.state_dict()
+    assert state["fixed_divisor"].dtype == torch.float64 and state["fixed_divisor"].item() == layer.normaliser.gain > 0
+    copy = SoftHebbConv2d(2, 4, 3, normalisation="fixed")
+    copy.load_state_dict(state)
+    assert copy.normaliser.gain == layer.normaliser.gain
+    x = torch.randn(3, 2, 6, 6)
+    layer.hebbian_step(x), copy.hebbian_step(x)
+    assert torch.equal(copy.weight, layer.weight)  # the copy continues with the frozen gain, not a new one
+    without = {k: v for k, v in state.items() if k != "fixed_divisor"}
+    with pytest.raises(RuntimeError, match="fixed_divisor"):
+        SoftHebbConv2d(2, 4, 3, normalisation="fixed").load_state_dict(without)
+    with pytest.raises(RuntimeError, match="fixed_divisor"):  # a stateless layer has no such key
+        SoftHebbConv2d(2, 4, 3).load_state_dict(state)
+    assert set(SoftHebbConv2d(2, 4, 3).state_dict()) == {"weight"}
+
+
+def test_normalisation_registry_and_objects():
+    assert rules.NORMALISATIONS == ("global", "fixed", "neuron", "none")
+    for name in rules.NORMALISATIONS:
+        norm = rules.make_normalisation(name)
+        assert isinstance(norm, rules.Normalisation) and norm.name == name
+        assert norm.stateful == (name == "fixed") and (norm.state_dict() != {}) == norm.stateful
+    norm = rules.FixedGain()
+    assert rules.make_normalisation(norm) is norm
+    with pytest.raises(ValueError, match="unknown update normalisation"):
+        rules.make_normalisation("l2")
+    with pytest.raises(ValueError, match="gain"):
+        rules.FixedGain(-1.0)
+    # used alone, the gain comes from the first update it divides, then stays
+    d1, d2 = torch.tensor([[1.0, -4.0], [2.0, 0.5]]), torch.tensor([[9.0, 0.0], [0.0, 1.0]])
+    assert norm.divisor(d1) == 4.0 + 1e-30 and norm.divisor(d2) == 4.0 + 1e-30
+    restored = rules.FixedGain()
+    restored.load_state_dict(norm.state_dict())
+    assert restored.gain == norm.gain
+    with pytest.raises(KeyError):
+        restored.load_state_dict({"gain": torch.tensor(1.0)})
+
+
+def test_pure_functions_refuse_a_stateful_name_and_carry_a_stateful_object():
+    torch.manual_seed(0)
+    x, w = torch.rand(8, 5, dtype=torch.float64), torch.rand(3, 5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="keeps state"):
+        rules.linear_step(x, w, 1.0, 0.1, 0.5, normalisation="fixed")
+    with pytest.raises(ValueError, match="keeps state"):
+        rules.update_divisor(w, "fixed")
+    norm = rules.FixedGain()
+    _, dw1 = rules.linear_step(x, w, 1.0, 0.1, 0.5, normalisation=norm)
+    _, paper = rules.linear_step(x, w, 1.0, 0.1, 0.5, normalisation="global")
+    torch.testing.assert_close(dw1, paper, rtol=1e-14, atol=0)  # the first step is the paper's
+    gain = norm.gain
+    _, dw2 = rules.linear_step(2 * x, w, 1.0, 0.1, 0.5, normalisation=norm)
+    _, raw = rules.linear_step(2 * x, w, 1.0, 0.1, 0.5, normalisation="none")
+    assert norm.gain == gain
+    torch.testing.assert_close(dw2, raw / gain, rtol=1e-14, atol=0)
+
+
+def test_layer_takes_a_normalisation_object():
+    norm = rules.FixedGain(2.5)
+    layer = SoftHebbLinear(4, 3, normalisation=norm)
+    assert layer.normaliser is norm and layer.normalisation == "fixed"
+    assert layer.state_dict()["fixed_divisor"].item() == 2.5
+    assert "normalisation='fixed'" in repr(layer)
+
+
+# --------------------------------------------------------------------------- initialisation
+def test_linear_positive_init_is_uniform_with_mean_square_norm_radius_squared():
+    """U(0, a), a = sqrt(3 R^2 / N): E|w|^2 = N a^2 / 3 = R^2, Var|w|^2 = N (a^4/5 - a^4/9) = 0.8 R^4 / N."""
+    N, K, R = 784, 2000, 35.0
+    torch.manual_seed(0)
+    layer = SoftHebbLinear(N, K, radius=R, dtype=torch.float64)
+    w = layer.weight.detach()
+    a = math.sqrt(3 * R ** 2 / N)
+    assert (w >= 0).all() and w.max() <= a
+    sq = (w ** 2).sum(1)
+    assert abs(sq.mean().item() - R ** 2) < 5 * R ** 2 * math.sqrt(0.8 / (N * K))
+    assert abs(w.mean().item() - a / 2) < 5 * a / math.sqrt(12 * N * K)  # the mean of U(0, a)
+
+
+def test_linear_normal_init_has_std_radius_over_sqrt_fan_in():
+    N, K, R = 300, 500, 35.0
+    torch.manual_seed(0)
+    w = SoftHebbLinear(N, K, radius=R, init="normal", dtype=torch.float64).weight.detach()
+    sigma = R / math.sqrt(N)
+    assert abs(w.std().item() / sigma - 1) < 5 / math.sqrt(2 * N * K)  # the std of a sample std
+    assert abs(w.mean().item()) < 5 * sigma / math.sqrt(N * K)
+    assert (w < 0).any()
+    assert "init='normal'" in repr(SoftHebbLinear(3, 2, init="normal"))
+
+
+def test_init_is_drawn_from_the_generator():
+    layer = SoftHebbLinear(10, 4)
+    layer.reset_parameters(torch.Generator().manual_seed(5))
+    w = layer.weight.detach().clone()
+    layer.reset_parameters(torch.Generator().manual_seed(5))
+    assert torch.equal(layer.weight, w)
+
+
+# --------------------------------------------------------------------------- hyperparameter validation
+_BAD_COMMON = [
+    ("inverse_temperature", 0.0), ("inverse_temperature", -1.0), ("inverse_temperature", float("nan")),
+    ("inverse_temperature", float("inf")), ("inverse_temperature", "1"),
+    ("lr", 0.0), ("lr", -0.1), ("lr", float("nan")), ("lr", float("inf")), ("lr", True),
+    ("lr_power", -0.5), ("lr_power", float("nan")), ("lr_power", float("inf")), ("lr_power", None),
+    ("radius", 0.0), ("radius", -3.0), ("radius", float("inf")), ("radius", float("nan")),
+]
+_BAD_SIZES = [0, -1, 2.0, True, "3", None]
+
+
+@pytest.mark.parametrize("name, value", _BAD_COMMON + [("in_channels", v) for v in _BAD_SIZES]
+                         + [("out_channels", v) for v in _BAD_SIZES]
+                         + [("kernel_size", v) for v in (4, 0, -3, 3.0, True)]
+                         + [("pre_triangle", v) for v in (1, "yes", None)]
+                         + [("compute_dtype", "bf16")])
+def test_conv_hyperparameters_are_validated(name, value):
+    kw = dict(in_channels=3, out_channels=4, kernel_size=3)
+    kw[name] = value
+    with pytest.raises(ValueError, match=name):
+        SoftHebbConv2d(**kw)
+
+
+@pytest.mark.parametrize("name, value", _BAD_COMMON + [("in_features", v) for v in _BAD_SIZES]
+                         + [("out_features", v) for v in _BAD_SIZES] + [("init", "xavier")])
+def test_linear_hyperparameters_are_validated(name, value):
+    kw = dict(in_features=5, out_features=3)
+    kw[name] = value
+    with pytest.raises(ValueError, match=name):
+        SoftHebbLinear(**kw)
+
+
+def test_names_are_validated_and_boundary_values_accepted():
+    with pytest.raises(ValueError, match="rule"):
+        SoftHebbConv2d(3, 4, 3, rule="oja")
+    with pytest.raises(ValueError, match="normalisation"):
+        SoftHebbLinear(3, 4, normalisation="l2")
+    layer = SoftHebbConv2d(np.int64(3), 4, 1, lr_power=0, inverse_temperature=np.float64(0.5))
+    assert (layer.in_channels, layer.kernel_size, layer.lr_power) == (3, 1, 0.0)
+    assert type(layer.in_channels) is int and type(layer.inverse_temperature) is float
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from rate_decoder import layers
+
+    for module in (rules, layers):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
