@@ -15,8 +15,9 @@ import time
 
 import torch
 
-from rate_decoder.network import SoftHebbNet, load_preset
-from rate_decoder.training import configure_cpu, extract_features
+from rate_decoder.config import load_preset
+from rate_decoder.features import extract_features
+from rate_decoder.network import SoftHebbNet, configure_cpu
 
 
 def matmul_gflops(device, n: int = 2048, repeats: int = 10) -> float:
@@ -41,8 +42,8 @@ def _sync(device):
 
 def conv_macs(net: SoftHebbNet) -> list[int]:
     """Forward MACs per image of each block's convolution (stride 1, same size)."""
-    macs, s = [], net.preset["image_size"]
-    x = torch.zeros(1, net.preset["in_channels"], s, s, device=net.head.weight.device)
+    macs, s = [], net.preset.image_size
+    x = torch.zeros(1, net.preset.in_channels, s, s, device=net.head.weight.device)
     with torch.no_grad():
         net.eval()
         for block in net.blocks:
@@ -81,7 +82,7 @@ def main(argv=None):
     torch.manual_seed(0)
     preset = load_preset(args.preset)
     net = SoftHebbNet(preset, device=args.device)
-    bs, s, c = preset["unsupervised"]["batch_size"], preset["image_size"], preset["in_channels"]
+    bs, s, c = preset.unsupervised.batch_size, preset.image_size, preset.in_channels
     x = [torch.rand(bs, c, s, s, device=args.device) for _ in range(8)]
     peak = matmul_gflops(args.device)
     macs = conv_macs(net)

@@ -7,6 +7,9 @@ Examples::
     softhebb train --preset cifar10 --layers 1 --rule random
     softhebb train --preset cifar10 --out runs/c10 --resume
     softhebb eval runs/c10
+
+Every option and the preset are checked into one :class:`~rate_decoder.config.RunConfig` before any
+work; a problem is one line ``softhebb: error: ...`` on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -15,45 +18,35 @@ import json
 import sys
 from pathlib import Path
 
+from rate_decoder.config import (DEPRECATED_MODES, MODES, PRECISIONS, RULES, RunConfig, available_presets,
+                                 load_preset)
 from rate_decoder.data import DataError
-from rate_decoder.layers import NORMALISATIONS
-from rate_decoder.network import RULE_CHOICES, available_presets, load_preset
+from rate_decoder.features import FeatureCacheError
+from rate_decoder.rules import NORMALISATIONS
 from rate_decoder.run import CheckpointError, evaluate, run
-from rate_decoder.training import MODES, FeatureCacheError
 
 
-def _synapse_factory(spec: str | None, seed: int):
-    if spec is None or spec == "ideal-none":
-        return None
-    import hardware_models
-
-    return lambda layer_index: hardware_models.make_synapse(spec, seed=seed * 1000 + layer_index)
-
-
-def build_config(args) -> dict:
-    preset = load_preset(args.preset, args.layers, args.width_factor)
-    config = {"preset": preset, "rule": args.rule, "mode": args.mode, "seed": args.seed,
-              "normalisation": args.normalisation}
-    if args.precision != "fp32":
-        config["precision"] = args.precision
-    for key in ("n_train", "n_test", "readout_epochs", "data_dir", "synapse"):
-        value = getattr(args, key)
-        if value is not None:
-            config[key] = str(value) if key == "data_dir" else value
-    if args.download:
-        config["download"] = True
-    return config
+def build_config(args) -> RunConfig:
+    """The run's config from the preset and the command line; a deprecated ``--mode`` gets a note on stderr."""
+    mode = args.mode
+    if mode in DEPRECATED_MODES:
+        mode = DEPRECATED_MODES[mode]
+        print(f"softhebb: note: --mode {args.mode} is deprecated; it is the reference code's {mode!r} mode, "
+              f"now called that: use --mode {mode}", file=sys.stderr)
+    return RunConfig(load_preset(args.preset, args.layers, args.width_factor), rule=args.rule, mode=mode,
+                     seed=args.seed, normalisation=args.normalisation, precision=args.precision, n_train=args.n_train,
+                     n_test=args.n_test, readout_epochs=args.readout_epochs, data_dir=args.data_dir,
+                     download=args.download, synapse=args.synapse)
 
 
 def cmd_train(args) -> int:
     config = build_config(args)
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"{config['preset']['name']}_{args.rule}_{args.mode}_s{args.seed}" + (f"_{args.synapse}" if args.synapse else ""))
+    name = f"{config.preset.name}_{config.rule}_{config.mode}_s{config.seed}"
+    out = Path(args.out) if args.out else Path("runs") / (name + (f"_{config.synapse}" if config.synapse else ""))
     print(f"run directory: {out}", file=sys.stderr)
-    metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet,
-                  synapse_factory=_synapse_factory(args.synapse, args.seed))
+    metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet)
     t = metrics["timings_s"]
-    print(json.dumps({"preset": config["preset"]["name"], "rule": args.rule, "mode": args.mode, "seed": args.seed,
+    print(json.dumps({"preset": config.preset.name, "rule": config.rule, "mode": config.mode, "seed": config.seed,
                       "test_acc": round(metrics["test_acc"], 4), "wall_s": round(t["this_invocation_s"], 1),
                       "peak_memory_gib": round(metrics["peak_memory_gib"], 2), "out": str(out)}))
     return 0
@@ -69,27 +62,30 @@ def cmd_eval(args) -> int:
 def cmd_presets(args) -> int:
     for name in available_presets():
         p = load_preset(name)
-        widths = "-".join(str(layer["out_channels"]) for layer in p["layers"])
-        print(f"{name:16s} {p['dataset']:11s} {len(p['layers'])} layers ({widths})  {p.get('description', '')}")
+        widths = "-".join(str(layer.out_channels) for layer in p.layers)
+        print(f"{name:16s} {p.dataset:11s} {len(p.layers)} layers ({widths})  {p.description}")
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="softhebb", description="Multilayer SoftHebb: Hebbian deep learning without feedback")
+    ap = argparse.ArgumentParser(prog="softhebb",
+                                 description="Multilayer SoftHebb: Hebbian deep learning without feedback")
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="unsupervised SoftHebb training + linear readout")
     t.add_argument("--preset", default="digits", help="preset name (softhebb presets) or a .toml file")
     t.add_argument("--layers", type=int, help="depth (uses the paper's own shallower preset where there is one)")
     t.add_argument("--width-factor", type=float, default=1.0, help="scale every layer's number of neurons")
-    t.add_argument("--mode", choices=MODES, default="greedy")
-    t.add_argument("--rule", choices=RULE_CHOICES, default="softhebb",
+    t.add_argument("--mode", choices=(*MODES, *DEPRECATED_MODES), default="greedy", metavar="{" + ",".join(MODES) + "}",
+                   help="greedy: one epoch per layer (paper); consecutive: all layers learn from each batch "
+                        "(the reference code's 'consecutive'; formerly 'simultaneous', still accepted)")
+    t.add_argument("--rule", choices=RULES, default="softhebb",
                    help="softhebb (paper), soft (no anti-Hebbian), hardwta, random (no unsupervised phase), backprop")
     t.add_argument("--normalisation", choices=NORMALISATIONS, default="global",
                    help="global: max-normalisation of each update (paper); fixed: a constant gain calibrated on the "
                         "first batch (the local variant a chip or a spiking network can compute); neuron: each neuron's own "
                         "max|D_k| (neuron-local); none: raw batch sum")
-    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    t.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="dtype of the Hebbian layers' convolutions and plasticity products (bf16: ~2x faster "
                         "on CPUs with AVX512-BF16; weights and updates stay fp32)")
     t.add_argument("--synapse", help="synaptic device model the Hebbian layers learn through (hardware_models)")
@@ -98,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/<preset>_<rule>_<mode>_s<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--data-dir", help="dataset directory (default: $SOFTHEBB_DATA)")
-    t.add_argument("--download", action="store_true", help="fetch the dataset with torchvision")
+    t.add_argument("--download", action="store_true", help="fetch the dataset with torchvision into --data-dir")
     t.add_argument("--n-train", type=int,
                    help="use only N training images (the first N; a class-balanced draw for ImageFolder trees)")
     t.add_argument("--n-test", type=int, help="use only N test images (as --n-train)")
@@ -123,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, CheckpointError, FeatureCacheError, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"softhebb: error: {err}", file=sys.stderr)
+    except (DataError, CheckpointError, FeatureCacheError, OSError, ValueError) as err:
+        print("softhebb: error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
 
 

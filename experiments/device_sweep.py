@@ -26,10 +26,13 @@ from pathlib import Path
 import torch
 
 import hardware_models
-from rate_decoder.data import load_dataset, to_float
-from rate_decoder.network import SoftHebbNet, load_preset
+from rate_decoder.config import load_preset
+from rate_decoder.data import check_dataset, load_dataset, to_float
+from rate_decoder.features import extract_features
+from rate_decoder.network import SoftHebbNet, configure_cpu
+from rate_decoder.readout import accuracy, train_readout
 from rate_decoder.run import atomic_write, write_json
-from rate_decoder.training import accuracy, configure_cpu, extract_features, train_readout, train_unsupervised
+from rate_decoder.unsupervised import train_unsupervised
 
 DEFAULT_SYNAPSES = ["ideal", "linear8", "linear16", "linear32", "linear64", "linear256", "pcm", "rram"]
 DRIFT_TIMES = {"1 s": 1.0, "1 h": 3600.0, "1 day": 86400.0, "1 year": 3.156e7}
@@ -42,17 +45,16 @@ def evaluate_synapse(spec, preset, data, args) -> dict:
     for block, dev in zip(net.blocks, devices):
         block.conv.attach_synapse(dev)
     t = time.perf_counter()
-    unsup = preset["unsupervised"]
-    train_unsupervised(net, data.unsupervised_images(unsup.get("split", "train")), "greedy", unsup["batch_size"],
-                       args.seed, progress=False, augmentation=unsup.get("augment", "none"),
-                       augment_pad=unsup.get("augment_pad", 4))
+    unsup = preset.unsupervised
+    train_unsupervised(net, data.unsupervised_images(unsup.split), "greedy", unsup.batch_size, args.seed,
+                       progress=False, augmentation=unsup.augment, augment_pad=unsup.augment_pad)
     # a device whose reads neither drift nor carry noise returns the same weights at every later read
     static_reads = all(not d.noisy_reads and d.nu is None for d in devices)
     fresh_reads = args.readout_reads == "fresh" and any(d.noisy_reads for d in devices)
     test_f = extract_features(net, data.x_test, progress=False)  # the weights of the last read during learning
     net.eval()
     if fresh_reads:  # noise-aware readout: each training batch sees the features of a new read of the devices
-        normalize = preset.get("normalize", "none")
+        normalize = preset.normalize
         train_f = data.x_train
 
         def feature_fn(images):
@@ -62,9 +64,9 @@ def evaluate_synapse(spec, preset, data, args) -> dict:
                 return net.features(to_float(images, None, normalize)).flatten(1)
     else:
         train_f, feature_fn = extract_features(net, data.x_train, progress=False), None
-    history = train_readout(net, train_f, data.y_train, test_f, data.y_test, args.readout_epochs or
-                            preset["readout"]["epochs"], preset["readout"]["batch_size"], preset["readout"]["lr"],
-                            progress=False, feature_fn=feature_fn)
+    readout = preset.readout
+    history = train_readout(net, train_f, data.y_train, test_f, data.y_test, args.readout_epochs or readout.epochs,
+                            readout.batch_size, readout.lr, progress=False, feature_fn=feature_fn)
     row = {"synapse": spec, "readout_epochs": args.readout_epochs, "static_reads": static_reads,
            "readout_reads": "fresh" if fresh_reads else "one",
            "test_acc": history[-1]["test_acc"], "pulses": sum(int(d.pulses) for d in devices),
@@ -145,12 +147,12 @@ def main(argv=None):
         raise SystemExit(f"--merge: no devices.json in {', '.join(missing)}")
     configure_cpu()
     preset = load_preset(args.preset, args.layers)
-    data = load_dataset(preset["dataset"], image_size=preset["image_size"],
-                        unlabeled=preset["unsupervised"].get("split", "train") == "unlabeled").subset(args.n_train,
-                                                                                                      args.n_test)
+    data = load_dataset(preset.dataset, image_size=preset.image_size,
+                        unlabeled=preset.unsupervised.split == "unlabeled").subset(args.n_train, args.n_test)
+    check_dataset(data, preset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"preset": preset["name"], "seed": args.seed, "n_train": len(data.x_train), "n_test": len(data.x_test)}
+    meta = {"preset": preset.name, "seed": args.seed, "n_train": len(data.x_train), "n_test": len(data.x_test)}
     kept = previous_rows(out / "devices.json", meta)
     for other in args.merge:
         measured = {_measurement(r) for r in kept}
@@ -177,7 +179,7 @@ def main(argv=None):
                      f"{r['pulses']:.3g} | {r.get('clipped_at_attach', 0)} |")
     atomic_write(out / "devices.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
-    write_figures(out, preset["name"], [r for r in rows if _same_readout(r, args)])  # rows of this run's readout
+    write_figures(out, preset.name, [r for r in rows if _same_readout(r, args)])  # rows of this run's readout
 
 
 def _save(fig, ax, path: Path, title: str, xlabel: str) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 import hardware_models
 from rate_decoder.data import load_dataset, to_float
-from rate_decoder.network import SoftHebbNet, load_preset
-from rate_decoder.training import configure_cpu, unsupervised_order
+from rate_decoder.config import load_preset
+from rate_decoder.network import SoftHebbNet, configure_cpu
+from rate_decoder.unsupervised import unsupervised_order
 
 
 def main(argv=None):
@@ -32,8 +32,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     configure_cpu()
     preset = load_preset(args.preset, 1)
-    images = load_dataset(preset["dataset"], image_size=preset["image_size"]).x_train[:args.images]
-    batch = preset["unsupervised"]["batch_size"]
+    images = load_dataset(preset.dataset, image_size=preset.image_size).x_train[:args.images]
+    batch = preset.unsupervised.batch_size
     order = unsupervised_order(len(images), args.seed)
     nets = {}
     for name in ["float", *args.against]:
@@ -51,7 +51,7 @@ def main(argv=None):
     reference = nets["float"].blocks[0].conv.weight
     with torch.no_grad():
         for step, start in enumerate(range(0, len(order), batch), 1):
-            x = to_float(images[torch.from_numpy(order[start:start + batch])], None, preset.get("normalize", "none"))
+            x = to_float(images[torch.from_numpy(order[start:start + batch])], None, preset.normalize)
             for net in nets.values():
                 net.blocks[0].learn(x)
             if step % 100 == 0:

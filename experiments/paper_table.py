@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rate_decoder.network import load_preset
+from rate_decoder.config import RunConfig, load_preset
 from rate_decoder.run import CheckpointError, run, write_json
 
 # (dataset preset, layers, rule, normalisation, paper figure or None)
@@ -52,10 +52,8 @@ def main(argv=None):
             out = runs / run_name(preset, layers, rule, normalisation, args.seed)
             if (out / "metrics.json").exists():
                 continue
-            config = {"preset": load_preset(preset, layers), "rule": rule, "mode": "greedy", "seed": args.seed,
-                      "normalisation": normalisation}
-            if args.readout_epochs:
-                config["readout_epochs"] = args.readout_epochs
+            config = RunConfig(load_preset(preset, layers), rule=rule, mode="greedy", seed=args.seed,
+                               normalisation=normalisation, readout_epochs=args.readout_epochs)
             print(f"== {out.name}", flush=True)
             try:
                 run(config, out, resume=(out / "checkpoint.pt").exists(), device=args.device)

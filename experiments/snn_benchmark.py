@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snn import data
-from snn.layer import SpikingSoftHebb
-from snn.params import preset
+from snn import SpikingSoftHebb, data, preset
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
@@ -31,7 +29,7 @@ def patches(n_inputs: int, n: int, seed: int = 0) -> np.ndarray:
     if n_inputs == 25:
         images, _ = data.load_mnist("train", 5000)
     else:
-        with np.load(data.data_dir() / "cifar10.npz") as f:
+        with np.load(data.dataset_path("cifar10.npz")) as f:
             x = np.moveaxis(f["x_train"][:5000], -1, 1).astype(np.float64) / 255.0
         images = (x - np.array(CIFAR_MEAN)[:, None, None]) / np.array(CIFAR_STD)[:, None, None]
     return np.clip(data.random_patches(images, n, 5, seed=seed), -2.8, 2.8)

@@ -9,8 +9,7 @@ Writes under ``--out``: ``kernels.npz`` (spiking, rate-learned and initial weigh
 ``t``, ``lr``, ``q``), ``kernels.png`` (spiking vs rate kernels side by side, matched by the Hungarian
 method), ``test_counts.npz`` (``counts`` uint8 ``(N, K, 28, 28)``: output spikes of the spiking layer,
 learning off, at every position of each test image; ``labels``), and ``summary.json``.
-:func:`kernels_as_conv2d` returns the learned kernels as a :class:`rate_decoder.layers.SoftHebbConv2d`
-for the rate pipeline's readout.
+``experiments.snn_readout`` scores the kernels with the rate network's readout.
 """
 from __future__ import annotations
 
@@ -21,17 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rate_decoder import decoding
-from snn import data, reference
-from snn.layer import SpikingSoftHebb
-from snn.params import preset
-
-
-def kernels_as_conv2d(path: str | Path, which: str = "spiking"):
-    """The ``which`` (``"spiking"``, ``"rate"`` or ``"initial"``) kernels of ``kernels.npz`` as a SoftHebbConv2d."""
-    with np.load(Path(path)) as f:
-        return decoding.to_conv2d(f[which], 1, 5, float(f["inverse_temperature"]), float(f["lr"]),
-                                  float(f["lr_power"]))
+from snn import SpikingSoftHebb, data, preset, reference
 
 
 def plot_kernels(spiking: np.ndarray, rate: np.ndarray, path: Path) -> None:

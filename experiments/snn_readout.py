@@ -21,7 +21,7 @@
    were learnt with; ``--bn fit`` fits them instead, in one pass over the training images with the
    block's batch norm in train mode and ``momentum=None`` (a cumulative average over all batches:
    the dataset's statistics, not the last batches' as with momentum 0.1). Both give the same
-   network (fitted mean 0.1307 and std 0.3081 to 4 digits; ``tests/test_snn_readout.py``), and the
+   network (``tests/test_snn_readout.py`` checks that the fit gives the standardisation constants), and the
    conv sees exactly the patches the spiking layer saw (same test).
 2. **Spike-domain inference.** The spiking layer's output counts estimate ``R T softmax(t u)`` at
    every position (``test_counts.npz``: learning off, every position of the first N test images).
@@ -47,87 +47,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from rate_decoder import decoding
-from rate_decoder.data import load_dataset, to_float
-from rate_decoder.network import SoftHebbNet, load_preset
+from rate_decoder import SoftHebbNet, accuracy, configure_cpu, extract_features, load_dataset, train_readout
 from rate_decoder.run import atomic_write, write_json
-from rate_decoder.training import accuracy, configure_cpu, extract_features, train_readout
-from snn.data import MNIST_MEAN, MNIST_STD
+from snn.params import preset as spiking_preset
+from snn.readout import PoissonShares, SoftWTA, fit_input_bn, network_with_kernels
 
 KERNEL_SETS = ("spiking", "rate", "initial")
-
-
-class SoftWTA(nn.Module):
-    """``softmax(t u)`` over channels: the expected share of a spiking WTA population's output spikes."""
-
-    def __init__(self, inverse_temperature: float):
-        super().__init__()
-        self.inverse_temperature = float(inverse_temperature)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.inverse_temperature * u, dim=1)
-
-
-class PoissonShares(SoftWTA):
-    """Spike counts drawn for ``softmax(t u)``: ``Poisson(R T p) / (R T)`` per position and channel.
-
-    A model of the spiking layer's decoded counts (mean ``p``, variance ``p / (R T)``); the draws come
-    from the module's own generator, so a fixed seed gives the same features.
-    """
-
-    def __init__(self, inverse_temperature: float, expected_spikes: float, seed: int = 0):
-        super().__init__(inverse_temperature)
-        self.expected_spikes = float(expected_spikes)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        rate = super().forward(u) * self.expected_spikes
-        return torch.poisson(rate.double(), generator=self.generator).to(u.dtype) / self.expected_spikes
-
-
-def fit_input_bn(net: SoftHebbNet, images: torch.Tensor, batch_size: int = 500) -> tuple[float, float]:
-    """Fit the first block's batch-norm running statistics on ``images`` (uint8), as a learning pass would.
-
-    The block's batch norm runs in train mode over all images with ``momentum=None``, i.e. the
-    running statistics are the cumulative average of the batch statistics (the dataset's mean and
-    unbiased variance per channel). Returns the fitted ``(mean, std)`` of channel 0.
-    """
-    bn = net.blocks[0].bn
-    momentum = bn.momentum
-    bn.reset_running_stats()
-    bn.momentum = None
-    bn.train()
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            bn(to_float(images[i:i + batch_size], None, net.preset.get("normalize", "none")))
-    bn.momentum = momentum
-    bn.eval()
-    return float(bn.running_mean[0]), float(bn.running_var[0].sqrt())
-
-
-def network_with_kernels(weights: np.ndarray, softmax_t: float | None = None,
-                         activation: nn.Module | None = None) -> SoftHebbNet:
-    """The 1-layer MNIST network with ``weights (K, 25)`` as its kernels and MNIST's standardisation.
-
-    ``softmax_t``: replace the preset's activation by ``softmax(t u)``; ``activation``: by that module.
-    """
-    K = weights.shape[0]
-    net = SoftHebbNet(load_preset("mnist", layers=1, width_factor=K / 96))
-    block = net.blocks[0]
-    if block.conv.weight.shape != (K, 1, 5, 5):
-        raise ValueError(f"kernels {weights.shape} do not fit the mnist preset's 5x5 first layer")
-    with torch.no_grad():
-        block.conv.weight.copy_(decoding.weights_to_conv(weights, 1, 5))
-        block.bn.running_mean.fill_(MNIST_MEAN)
-        block.bn.running_var.fill_(MNIST_STD ** 2 - block.bn.eps)  # (x - mean) / sqrt(var + eps) = standardised
-    if softmax_t is not None:
-        block.activation = SoftWTA(softmax_t)
-    if activation is not None:
-        block.activation = activation
-    net.eval()
-    return net
 
 
 def fit_readout(net: SoftHebbNet, data, epochs: int, seed: int) -> tuple[float, torch.Tensor]:
@@ -139,8 +65,8 @@ def fit_readout(net: SoftHebbNet, data, epochs: int, seed: int) -> tuple[float, 
 
 
 def set_input_statistics(net: SoftHebbNet, mode: str, images: torch.Tensor) -> tuple[float, float]:
-    """``mode`` ``"dataset"``: keep snn.data's constants (set by :func:`network_with_kernels`); ``"fit"``:
-    :func:`fit_input_bn` on ``images``. Returns the batch norm's (mean, std) of channel 0."""
+    """``mode`` ``"dataset"``: keep snn.data's constants (set by :func:`snn.readout.network_with_kernels`);
+    ``"fit"``: :func:`snn.readout.fit_input_bn` on ``images``. Returns the batch norm's (mean, std) of channel 0."""
     if mode == "fit":
         return fit_input_bn(net, images)
     if mode != "dataset":
@@ -167,8 +93,6 @@ def score_kernels(kernels, data, args, report: dict, out: Path) -> None:
 def spike_domain(kernels, summary: dict, counts_path: Path, data, args) -> dict:
     """Part 2: readouts on softmax(t u) features (exact / with Poisson spike noise), tested on the same
     test images' exact features, Poisson-drawn counts and the spiking layer's decoded counts."""
-    from snn.params import preset as spiking_preset
-
     with np.load(counts_path) as f:
         counts, labels, t_count = f["counts"], torch.as_tensor(f["labels"]), float(f["t_count"])
     n = len(counts)
@@ -177,7 +101,7 @@ def spike_domain(kernels, summary: dict, counts_path: Path, data, args) -> dict:
     rate_hz = float(spiking_preset(summary.get("preset", "fast")).output_rate)  # Brian2 Hz -> float
     expected = rate_hz * t_count
     t = float(kernels["inverse_temperature"])
-    exact_net = network_with_kernels(kernels["spiking"], softmax_t=t)
+    exact_net = network_with_kernels(kernels["spiking"], SoftWTA(t))
     set_input_statistics(exact_net, args.bn, data.x_train)
     block = exact_net.blocks[0]
     decoded = torch.as_tensor(counts, dtype=torch.float32) / expected  # estimates softmax(t u)
@@ -193,7 +117,7 @@ def spike_domain(kernels, summary: dict, counts_path: Path, data, args) -> dict:
                              ("trained on Poisson counts", PoissonShares(t, expected, args.seed + 1))):
         torch.manual_seed(args.seed)
         start = time.perf_counter()
-        net = network_with_kernels(kernels["spiking"], softmax_t=t, activation=activation)
+        net = network_with_kernels(kernels["spiking"], activation if activation is not None else SoftWTA(t))
         set_input_statistics(net, args.bn, data.x_train)
         acc_all, _ = fit_readout(net, data, args.readout_epochs, args.seed)
         r = {"all_test_images_same_features": acc_all,

@@ -31,19 +31,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rate_decoder.run import write_json
-from snn import data, reference, relay, stack
-from snn.layer import SpikingSoftHebb
-from snn.params import preset
-
-
-def exact_shares(weights: np.ndarray, images: np.ndarray, inverse_temperature: float) -> np.ndarray:
-    """``softmax(t u)`` maps ``(N, K, H, W)`` of the rate network's 5x5 layer on standardised images."""
-    w = torch.as_tensor(weights.reshape(len(weights), images.shape[1], 5, 5))
-    x = torch.nn.functional.pad(torch.as_tensor(images), (2, 2, 2, 2), mode="reflect")
-    return torch.softmax(inverse_temperature * torch.nn.functional.conv2d(x, w), dim=1).numpy()
+from snn import SpikingRelayLayer, SpikingSoftHebb, data, decoding, preset, record_layer1, reference, relay, stack
 
 
 def main(argv=None) -> dict:
@@ -78,18 +68,18 @@ def main(argv=None) -> dict:
     counts = stack.count_maps(layer1, images)
     report["layer1_count_s"] = time.perf_counter() - start
     rate_hz, t_count = float(params.output_rate), float(params.t_learn)
-    spike_shares = stack.shares_from_counts(counts, rate_hz, t_count)
-    rate_shares = exact_shares(w1, images, t1)
+    spike_shares = decoding.shares_from_counts(counts, rate_hz, t_count)
+    rate_shares = decoding.expected_shares(w1, np.clip(images, -stack.LIMIT, stack.LIMIT), t1)
     # how well the relayed counts estimate the rate they encode (before pooling)
     resid = spike_shares - rate_shares
     report["relay"] = {"expected_spikes_per_position": rate_hz * t_count,
                        "mean_share_bias": float(resid.mean()),
                        "rms_share_error": float(np.sqrt((resid ** 2).mean())),
                        "poisson_rms_expected": float(np.sqrt((rate_shares / (rate_hz * t_count)).mean()))}
-    pooled_spike, pooled_rate = stack.pool_maps(spike_shares), stack.pool_maps(rate_shares)
-    mean, std = stack.fit_standardisation(pooled_spike)
+    pooled_spike, pooled_rate = decoding.max_pool(spike_shares)[0], decoding.max_pool(rate_shares)[0]
+    mean, std = decoding.fit_standardisation(pooled_spike)
     z_spike = stack.next_layer_input(pooled_spike, mean, std)
-    z_rate = stack.next_layer_input(pooled_rate, *stack.fit_standardisation(pooled_rate))
+    z_rate = stack.next_layer_input(pooled_rate, *decoding.fit_standardisation(pooled_rate))
     report["relay"]["pooled_input_correlation"] = float(np.corrcoef(z_spike.ravel(), z_rate.ravel())[0, 1])
     print(json.dumps(report["relay"]), flush=True)
 
@@ -125,12 +115,11 @@ def main_spikes(args) -> dict:
     report = {"relay": "spikes", "images": len(images), "layer1_neurons": len(w1), "preset": args.preset}
 
     start = time.perf_counter()
-    layer1 = SpikingSoftHebb(25, len(w1), params=params, chunk=args.chunk, weights=w1, inverse_temperature=t1,
-                             record_spikes=True)
-    trains = relay.record_layer1(layer1, images)
+    layer1 = SpikingSoftHebb(25, len(w1), params=params, chunk=args.chunk, weights=w1, inverse_temperature=t1)
+    trains = record_layer1(layer1, images)
     report["layer1_record_s"] = time.perf_counter() - start
-    pooled, selected = relay.pool_select(trains.shares)
-    mean, std = relay.fit_standardisation(pooled)
+    pooled, selected = decoding.max_pool(trains.shares)
+    mean, std = decoding.fit_standardisation(pooled)
     positions = relay.patch_positions(len(images), *pooled.shape[2:], args.patches, seed=args.seed)
     keys, _ = relay.relay_plan(trains, selected, positions)
     _, counts, decoded, expected = relay.relay_inputs(trains, keys, mean, std)
@@ -150,11 +139,11 @@ def main_spikes(args) -> dict:
     n_in = keys.shape[1]
     w0 = np.random.default_rng(args.seed + 1).standard_normal((args.neurons, n_in)) * 25 / np.sqrt(n_in)
     hyper = dict(inverse_temperature=args.inverse_temperature, lr=args.lr, lr_power=args.lr_power)
-    layer2 = relay.SpikingRelayLayer(len(w1), args.neurons, mean, std, params=params, chunk=args.relay_chunk,
-                                     weights=w0, **hyper)
+    layer2 = SpikingRelayLayer(len(w1), args.neurons, mean, std, params=params, chunk=args.relay_chunk,
+                               weights=w0, **hyper)
     report["layer2_compile_s"] = layer2.build()
     start = time.perf_counter()
-    out2 = layer2.present_relay(trains, keys, learn=True)
+    out2 = layer2.present(trains, keys, learn=True)
     report["layer2_learn_s"] = time.perf_counter() - start
     rate = reference.rate_learn(expected, w0, **hyper)
     rate_decoded = reference.rate_learn(decoded, w0, **hyper)

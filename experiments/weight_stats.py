@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from rate_decoder.network import SoftHebbNet, load_preset
+from rate_decoder.config import load_preset
+from rate_decoder.network import SoftHebbNet
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 

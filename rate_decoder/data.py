@@ -5,14 +5,16 @@ Sources, tried in this order for a named dataset:
 1. ``<data_dir>/<name>.npz`` with keys ``x_train`` (uint8 N,H,W,C), ``y_train``, ``x_test``, ``y_test``
    and optionally ``classes`` and ``x_unlabeled`` (images without labels, e.g. STL-10's 100k split);
    ``data_dir`` is the argument or the ``SOFTHEBB_DATA`` environment variable.
-2. torchvision's MNIST / CIFAR-10 / CIFAR-100 / STL-10 under ``root`` (``download=True`` fetches them;
-   STL-10's ``unlabeled`` split is read too when a preset asks for it).
+2. torchvision's MNIST / CIFAR-10 / CIFAR-100 / STL-10 under ``data_dir`` (``download=True`` fetches them
+   there; STL-10's ``unlabeled`` split is read too when a preset asks for it).
+
+The data directory comes from :func:`data_dir` alone: there is no default path.
 
 ``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
 ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), each file
 resized to the preset's image size, ``Resize((S, S))`` without a centre crop: SPEC.md §5's test-time
 preparation of both (the readout's training images are then augmented per batch, see
-``training.augment``). Its :meth:`Dataset.subset` is class-balanced, not the first N files. When its
+:func:`rate_decoder.augment.augment`). Its :meth:`Dataset.subset` is class-balanced, not the first N files. When its
 decoded pixels would exceed :data:`IMAGE_MEMORY_BUDGET` (ImageNet at 160 px: 98 GB) both splits stay
 on disk as :class:`ImageFolderImages`, which index like the tensors they stand for and decode each
 batch when it is asked for. Pixels stay uint8 and become floats in [0, 1] per batch
@@ -28,10 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .config import Preset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -228,8 +234,72 @@ class Dataset:
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The dataset directory: ``explicit`` if given, else ``$SOFTHEBB_DATA``, else ``None`` (no default path).
+
+    Every dataset lookup of the package goes through this function.
+    """
     d = explicit if explicit is not None else os.environ.get("SOFTHEBB_DATA")
-    return Path(d) if d else None
+    return Path(d).expanduser() if d else None
+
+
+#: images per chunk of the finiteness check: bounds its temporary boolean tensor
+_CHECK_CHUNK = 4096
+
+
+def check_images(images: Images, in_channels: int, image_size: int, owner: str = "the network") -> None:
+    """Raise :class:`DataError` for images not of shape ``(N, C, S, S)`` or holding a NaN or infinite pixel.
+
+    Every image of a float tensor is checked, in chunks (no full-size temporary). Integer pixels
+    cannot be non-finite. :class:`ImageFolderImages` decode each batch, when it is asked for, to
+    uint8 of exactly this shape (a file that cannot be decoded raises naming it), so they are
+    checked by construction and never read up front.
+    """
+    expected = (in_channels, image_size, image_size)
+    shape = tuple(images.shape)
+    if len(shape) != 4 or shape[1:] != expected:
+        raise DataError(f"{owner} expects images of shape (N, {', '.join(map(str, expected))}), got {shape}")
+    if isinstance(images, ImageFolderImages) or not images.is_floating_point():
+        return
+    for start in range(0, len(images), _CHECK_CHUNK):
+        finite = torch.isfinite(images[start:start + _CHECK_CHUNK]).flatten(1).all(1)
+        if not finite.all():
+            index = start + int((~finite).nonzero()[0, 0])
+            raise DataError(f"image {index} of {len(images)} contains NaN or infinite values")
+
+
+def _label_problems(split: str, labels, n_images: int, preset: "Preset") -> list[str]:
+    if not isinstance(labels, Tensor) or labels.dim() != 1:
+        return [f"{split} labels must be a 1-D tensor, got {getattr(labels, 'shape', type(labels).__name__)}"]
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        return [f"{split} labels must be integers, got dtype {labels.dtype}"]
+    if len(labels) != n_images:
+        return [f"{n_images} {split} images but {len(labels)} labels"]
+    if len(labels) and (labels.min() < 0 or labels.max() >= preset.n_classes):
+        return [f"{split} labels lie in [{int(labels.min())}, {int(labels.max())}] but preset {preset.name!r} has "
+                f"n_classes = {preset.n_classes} (labels must lie in [0, {preset.n_classes - 1}])"]
+    return []
+
+
+def check_dataset(data: Dataset, preset: "Preset") -> None:
+    """Raise :class:`DataError` listing every way ``data`` does not fit ``preset``, before any training.
+
+    Image shapes (and finiteness, see :func:`check_images`) of every split, and each label array's
+    dtype, length and range: a label outside ``[0, n_classes)`` would otherwise fail deep inside
+    the loss, after the unsupervised phase.
+    """
+    problems = []
+    splits = [("training", data.x_train, data.y_train), ("test", data.x_test, data.y_test)]
+    if data.x_unlabeled is not None:
+        splits.append(("unlabeled", data.x_unlabeled, None))
+    for split, images, labels in splits:
+        try:
+            check_images(images, preset.in_channels, preset.image_size, f"preset {preset.name!r}")
+        except DataError as err:
+            problems.append(f"{split} split: {err}")
+        if labels is not None:
+            problems += _label_problems(split, labels, len(images), preset)
+    if problems:
+        raise DataError(f"dataset {data.name!r} does not fit preset {preset.name!r}: " + "; ".join(problems))
 
 
 def _images(x: np.ndarray, key: str, source: str) -> Tensor:
@@ -380,10 +450,10 @@ def load_dataset(name: str, directory: str | os.PathLike | None = None, download
     if name not in TORCHVISION:
         raise DataError(f"unknown dataset {name!r}: no {name}.npz in {d} and not one of digits, imagefolder, "
                         f"{', '.join(sorted(TORCHVISION))}")
-    if d is None and not download:
-        raise DataError(f"no data for {name!r}: set SOFTHEBB_DATA to a directory holding {name}.npz, "
-                        f"or pass --download to fetch it with torchvision")
-    return _torchvision(name, d if d is not None else Path("data"), download, unlabeled)
+    if d is None:
+        raise DataError(f"no data for {name!r}: set SOFTHEBB_DATA to a directory holding {name}.npz, or pass "
+                        f"--download with --data-dir (or SOFTHEBB_DATA) naming where torchvision should put it")
+    return _torchvision(name, d, download, unlabeled)
 
 
 def to_float(x: Tensor, device=None, normalize: str = "none") -> Tensor:

@@ -1,17 +1,20 @@
-"""A training run and its directory: resolved config, metrics, atomic checkpoints, kernel picture, resume.
+"""A training run and its directory: config, metrics, atomic checkpoints, kernel picture, resume.
 
 Run directory::
 
-    config.json      the resolved preset and options
-    checkpoint.pt    weights, batch-norm statistics, readout and progress (written atomically)
+    config.json      the run's :class:`~rate_decoder.config.RunConfig` (``to_dict``)
+    checkpoint.pt    weights, batch-norm statistics, readout, config and progress (written atomically)
     metrics.json     per-epoch readout metrics, final test accuracy, phase timings, peak memory
     kernels.png      the first layer's kernels
 
-A checkpoint is written after every unsupervised block and every readout epoch; ``resume=True``
-continues from the last one. Files are written to a temporary name and renamed, so an interrupted
-write never leaves a half-written checkpoint or metrics file behind.
+:func:`run` checks everything first -- the config (valid by construction), the device, the synapse
+models, an interrupted run to resume, the dataset against the preset -- and only then makes the
+directory and trains, phase by phase. A checkpoint is written after every unsupervised block and
+every readout epoch; ``resume=True`` continues from the last one and reproduces the uninterrupted
+run. Files are written to a temporary name and renamed, so an interrupted write never leaves a
+half-written checkpoint or metrics file behind.
 
-A feature cache too large for RAM (:func:`~rate_decoder.training.extract_features`) is a memory-mapped
+A feature cache too large for RAM (:func:`~rate_decoder.features.extract_features`) is a memory-mapped
 file in the run directory, unlinked as soon as it is created: it uses disk space while the run lives
 but never shows in the directory and never outlives the process.
 """
@@ -22,81 +25,51 @@ import os
 import resource
 import tempfile
 import time
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from .data import INPUT_NORMALISATIONS, UNSUPERVISED_SPLITS, load_dataset, to_float
-from .layers import NORMALISATIONS
-from .network import PRECISIONS, RULE_CHOICES, SoftHebbNet
-from .training import (AUGMENTATIONS, MODES, accuracy, augment, configure_cpu, extract_features, train_backprop,
-                       train_readout, train_unsupervised)
+from .augment import augment
+from .backprop import train_backprop
+from .config import ConfigError, RunConfig
+from .data import Dataset, check_dataset, load_dataset, to_float
+from .features import extract_features
+from .network import SoftHebbNet, configure_cpu
+from .readout import accuracy, train_readout
+from .unsupervised import train_unsupervised
+from .validation import differences
 
-CHECKPOINT_VERSION = 1
+#: 2: the config is stored as ``RunConfig.to_dict()``; 1 stored the same options as a plain dict without
+#: defaults (and ``mode = "simultaneous"`` for consecutive), which :meth:`RunConfig.from_dict` reads too
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or holds unusable values."""
+    """A checkpoint is missing, corrupt, of an unknown format or holds unusable values."""
 
 
-class ConfigError(ValueError):
-    """A run configuration holds an option that training would reject (or misuse) later."""
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate_config(config: dict) -> None:
-    """Raise :class:`ConfigError` listing every unusable option of ``config`` (the dict :func:`run` takes).
-
-    Checked from the config alone, in microseconds, before data are loaded or a run directory is
-    made: a bad readout augmentation used to fail only after the unsupervised phase, hours into an
-    ImageNet run. Preset values that :func:`~rate_decoder.network.load_preset` sets but a caller may
-    since have edited (augmentation, normalisation, split, batch sizes) are checked too, and the
-    optional ``[unsupervised] augment`` / ``augment_pad`` (default ``"none"``) like the readout's.
-    The layers' activations and pooling are checked when the network is built, which also precedes
-    training.
-    """
-    problems = [f"lacks {key!r}" for key in ("preset", "rule", "seed") if key not in config]
-    rule = config.get("rule")
-    if "rule" in config and rule not in RULE_CHOICES:
-        problems.append(f"unknown rule {rule!r}; choose one of {RULE_CHOICES}")
-    if rule not in ("random", "backprop") and config.get("mode") not in MODES:
-        problems.append(f"unknown training mode {config.get('mode')!r}; choose one of {MODES}")
-    if config.get("normalisation", "global") not in NORMALISATIONS:
-        problems.append(f"unknown update normalisation {config['normalisation']!r}; choose one of {NORMALISATIONS}")
-    if config.get("precision", "fp32") not in PRECISIONS:
-        problems.append(f"unknown precision {config['precision']!r}; choose one of {tuple(PRECISIONS)}")
-    if "seed" in config and not _is_int(config["seed"]):
-        problems.append(f"seed must be an integer, got {config['seed']!r}")
-    for key in ("n_train", "n_test", "readout_epochs"):
-        value = config.get(key)
-        if value is not None and not (_is_int(value) and value >= 1):
-            problems.append(f"{key} must be a positive integer, got {value!r}")
-    preset = config.get("preset")
-    if isinstance(preset, dict):
-        readout, unsupervised = preset.get("readout", {}), preset.get("unsupervised", {})
-        size = preset.get("image_size")
-        for part, table in (("unsupervised", unsupervised), ("readout", readout)):
-            kind, pad = table.get("augment", "none"), table.get("augment_pad", 4)
-            if kind not in AUGMENTATIONS:
-                problems.append(f"unknown {part} augmentation {kind!r}; choose one of {AUGMENTATIONS}")
-            if kind == "crop_flip" and _is_int(size) and not (_is_int(pad) and 0 <= pad < size):
-                problems.append(f"{part} augment_pad must be an integer in [0, image_size) for reflect padding, "
-                                f"got {pad!r} (image_size {size!r})")
-            batch = table.get("batch_size", 1)
-            if not (_is_int(batch) and batch >= 1):
-                problems.append(f"[{part}] batch_size must be a positive integer, got {batch!r}")
-        if preset.get("normalize", "none") not in INPUT_NORMALISATIONS:
-            problems.append(f"unknown input normalize {preset['normalize']!r}; choose one of {INPUT_NORMALISATIONS}")
-        if rule not in ("random", "backprop") and unsupervised.get("split", "train") not in UNSUPERVISED_SPLITS:
-            problems.append(f"unknown unsupervised split {unsupervised['split']!r}; choose one of "
-                            f"{UNSUPERVISED_SPLITS}")
-    elif "preset" in config:
-        problems.append(f"preset must be a dict from load_preset, got {type(preset).__name__}")
-    if problems:
-        raise ConfigError("invalid run configuration: " + "; ".join(problems))
+def resolve_device(device=None) -> torch.device:
+    """``device`` (``None``: cuda if available, else cpu) checked against this machine: an error now, not later."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError([f"unknown device {device!r}; use cpu, cuda or cuda:N"], "device") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
+            raise ConfigError([f"{device!r} asked for, but this machine has no usable CUDA GPU (torch "
+                               f"{torch.__version__}, {build}); use --device cpu"], "device")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError([f"{device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)"],
+                              "device")
+    elif resolved.type != "cpu":
+        raise ConfigError([f"device {device!r} is not supported; use cpu, cuda or cuda:N"], "device")
+    return resolved
 
 
 def atomic_write(path: Path, write) -> None:
@@ -118,31 +91,62 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
-def save_checkpoint(path: Path, net: SoftHebbNet, config: dict, progress: dict) -> None:
-    optimizer = progress.pop("_optimizer", None)
-    state = {"version": CHECKPOINT_VERSION, "config": json.dumps(config), "progress": json.dumps(progress),
-             "net": net.state_dict(), "optimizer": optimizer}
+def build_network(config: RunConfig, device=None) -> SoftHebbNet:
+    return SoftHebbNet(config.preset, rule=config.rule, normalisation=config.normalisation, device=device,
+                       precision=config.precision)
+
+
+def save_checkpoint(path: Path, net: SoftHebbNet, config: RunConfig, progress: dict,
+                    optimizer_state: dict | None = None) -> None:
+    state = {"version": CHECKPOINT_VERSION, "config": json.dumps(config.to_dict()), "progress": json.dumps(progress),
+             "net": net.state_dict(), "optimizer": optimizer_state}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: Path, device=None) -> tuple[SoftHebbNet, dict, dict, dict | None]:
+def _load_error(err: Exception) -> str:
+    """A one-line reason for a file ``torch.load`` rejects: the first sentence of its error, without torch's
+    advice on unpickling (which is about trusted files of other formats, not a damaged checkpoint)."""
+    sentence = str(err).strip().split("\n")[0].split(". ")[0].strip()
+    if len(sentence) < 4 or "weights_only" in str(err) or "Weights only" in sentence:
+        return type(err).__name__
+    return f"{type(err).__name__}: {sentence[:120]}"
+
+
+def load_checkpoint(path: Path, device=None) -> tuple[SoftHebbNet, RunConfig, dict, dict | None]:
     """Rebuild the network of a checkpoint: ``(net, config, progress, optimizer_state)``.
 
-    Raises :class:`CheckpointError` for a missing or corrupt file and for non-finite weights.
+    Raises :class:`CheckpointError`, naming the file, for a missing, corrupt or foreign file, an
+    unknown format version, an invalid stored config and non-finite weights.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        config, progress = json.loads(state["config"]), json.loads(state["progress"])
+        with warnings.catch_warnings():  # torch warns, over several lines, about some damaged files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({_load_error(err)})") from None
+    if not (isinstance(state, dict) and {"config", "progress", "net"} <= state.keys()):
+        raise CheckpointError(f"checkpoint {path} is not a softhebb checkpoint (no config, progress and weights)")
+    version = state.get("version")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(f"checkpoint {path} has format version {version!r}; this code reads versions "
+                              f"{', '.join(map(str, READABLE_VERSIONS))}")
+    try:
+        raw, progress = json.loads(state["config"]), json.loads(state["progress"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its config or progress is not JSON ({err})") from None
+    try:
+        with warnings.catch_warnings():  # a format-1 file may spell the mode "simultaneous"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            config = RunConfig.from_dict(raw, source=f"config in checkpoint {path}")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
     for name, tensor in state["net"].items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"checkpoint {path} holds non-finite values in {name!r}")
-    net = SoftHebbNet(config["preset"], rule=config["rule"], normalisation=config.get("normalisation", "global"),
-                      precision=config.get("precision", "fp32"))
+    net = build_network(config)
     try:
         net.load_state_dict(state["net"])
     except RuntimeError as err:
@@ -177,120 +181,180 @@ def peak_memory_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=None, progress: bool = True,
-        synapse_factory=None) -> dict:
+def make_synapses(config: RunConfig, synapse_factory=None) -> list | None:
+    """One device model per Hebbian layer: ``synapse_factory(layer_index)``, else ``config.synapse``'s, else none."""
+    if synapse_factory is None and config.synapse is None:
+        return None
+    if config.rule == "backprop":
+        raise ConfigError(["a synapse model applies to Hebbian layers; the backprop baseline has none"])
+    if synapse_factory is None:
+        import hardware_models
+
+        def synapse_factory(layer_index):
+            return hardware_models.make_synapse(config.synapse, seed=config.seed * 1000 + layer_index)
+    return [synapse_factory(i) for i in range(len(config.preset.layers))]
+
+
+def load_data(config: RunConfig, data_dir=None, n_test: int | None = None, train: bool = True) -> Dataset:
+    """The run's dataset, cut to ``n_train`` / ``n_test`` and checked against the preset (shapes, pixels, labels).
+
+    ``data_dir`` / ``n_test`` override the config's; ``train=False`` keeps no training images (evaluation).
+    """
+    p = config.preset
+    unlabeled = train and config.has_unsupervised_phase and p.unsupervised.split == "unlabeled"
+    data = load_dataset(p.dataset, data_dir if data_dir is not None else config.data_dir, config.download and train,
+                        p.image_size, unlabeled=unlabeled)
+    data = data.subset(config.n_train if train else 0, n_test if n_test is not None else config.n_test)
+    check_dataset(data, p)
+    return data
+
+
+class _Session:
+    """The network of a run, its progress record (with timings) and readout optimiser state, and its checkpoint."""
+
+    def __init__(self, path: Path, net: SoftHebbNet, config: RunConfig, progress: dict,
+                 optimizer_state: dict | None = None):
+        self.path, self.net, self.config, self.progress = path, net, config, progress
+        self.optimizer_state = optimizer_state
+        self.timings = progress.setdefault("timings", {})
+
+    def save(self, optimizer_state: dict | None = None, **update) -> None:
+        self.progress.update(update)
+        save_checkpoint(self.path, self.net, self.config, self.progress, optimizer_state)
+
+    def timed(self, name: str, start: float, accumulate: bool = True) -> None:
+        elapsed = time.perf_counter() - start
+        self.timings[name] = (self.timings.get(name, 0.0) if accumulate else 0.0) + elapsed
+
+
+def _resume(out: Path, config: RunConfig, device) -> _Session:
+    """The interrupted run in ``out``, which must have been started with the same config."""
+    net, saved, progress, optimizer_state = load_checkpoint(out / "checkpoint.pt", device)
+    changed = differences(saved, config)
+    if changed:
+        raise CheckpointError(f"--resume: options differ from the interrupted run in {changed}")
+    return _Session(out / "checkpoint.pt", net, config, progress, optimizer_state)
+
+
+def _start(out: Path, config: RunConfig, device) -> _Session:
+    """A new run directory holding ``config.json``, and the network initialised from the seed."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config.to_dict())
+    torch.manual_seed(config.seed)
+    net = build_network(config, device)
+    return _Session(out / "checkpoint.pt", net, config, {"blocks_done": 0, "readout_epoch": 0, "history": []})
+
+
+def _unsupervised_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
+    """One unsupervised epoch per block (greedy) or for all blocks (consecutive), from the last finished block.
+
+    The augmentation draws depend on (seed, batch) only: resuming at a later block redraws the same crops.
+    """
+    if s.progress["blocks_done"] >= len(s.net.blocks):
+        return
+    t, u = time.perf_counter(), s.config.preset.unsupervised
+    train_unsupervised(s.net, data.unsupervised_images(u.split), s.config.mode, u.batch_size, s.config.seed, device,
+                       start_block=s.progress["blocks_done"], on_block_done=lambda i: s.save(blocks_done=i + 1),
+                       progress=progress, augmentation=u.augment, augment_pad=u.augment_pad)
+    s.timed("unsupervised_s", t)
+
+
+def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
+    """Features of the frozen network, then the linear readout, from the last finished epoch.
+
+    Without augmentation the training features are computed once; with it, each batch's features
+    are recomputed from augmented images.
+    """
+    epochs, readout = s.config.n_readout_epochs, s.config.preset.readout
+    if s.progress["readout_epoch"] >= epochs:
+        return
+    t, net = time.perf_counter(), s.net
+    feature_fn = None
+    if readout.augment == "none":
+        train_f = extract_features(net, data.x_train, device=device, progress=progress, desc="train features",
+                                   cache_dir=s.path.parent)
+    else:
+        train_f, normalize = data.x_train, s.config.preset.normalize
+
+        def feature_fn(images):
+            with torch.no_grad():
+                x = augment(to_float(images, device, normalize), readout.augment, readout.augment_pad)
+                return net.features(x).flatten(1)
+    net.eval()
+    test_f = extract_features(net, data.x_test, device=device, progress=progress, desc="test features",
+                              cache_dir=s.path.parent)
+    s.timed("features_s", t, accumulate=False)
+    t = time.perf_counter()
+
+    def on_epoch(epoch, metrics, optimizer_state):
+        s.progress["history"].append(metrics)
+        s.save(optimizer_state, readout_epoch=epoch)
+
+    train_readout(net, train_f, data.y_train, test_f, data.y_test, epochs, readout.batch_size, readout.lr, seed=0,
+                  device=device, start_epoch=s.progress["readout_epoch"], optimizer_state=s.optimizer_state,
+                  on_epoch=on_epoch, progress=progress, feature_fn=feature_fn)
+    s.timed("readout_s", t)
+
+
+def _backprop_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
+    """The backprop baseline: the blocks and the head trained end to end (no resume within it)."""
+    t, epochs, readout = time.perf_counter(), s.config.n_readout_epochs, s.config.preset.readout
+    history = train_backprop(s.net, data.x_train, data.y_train, data.x_test, data.y_test, epochs, readout.batch_size,
+                             readout.lr, s.config.seed, device, progress=progress)
+    s.timed("backprop_s", t, accumulate=False)
+    s.save(blocks_done=len(s.net.blocks), readout_epoch=epochs, history=history)
+
+
+def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = False, device=None,
+        progress: bool = True, synapse_factory=None) -> dict:
     """Train and evaluate one configuration; returns the metrics written to ``metrics.json``.
 
-    ``config`` holds ``preset`` (a dict from :func:`load_preset`), ``rule``, ``mode``, ``seed`` and
-    optional ``n_train``/``n_test``/``readout_epochs``/``data_dir``/``download``/``normalisation``.
-    ``synapse_factory(layer_index)`` returns a device model per Hebbian layer (``None``: exact float).
+    ``config`` is a :class:`RunConfig`, or its plain data (``to_dict``, ``config.json``).
+    ``synapse_factory(layer_index)`` returns a device model per Hebbian layer, instead of the models
+    ``config.synapse`` names. The phases: checks (config, device, synapse models, the run to resume,
+    the dataset against the preset: image shapes, labels outside the preset's classes), so that a
+    mistake is an error at once and not hours into a run, before anything is written; then the run
+    directory and network; then the unsupervised epoch, features and readout (or the backprop
+    baseline); then the metrics.
 
-    The whole config (:func:`validate_config`) and the synapse models are checked first: a bad
-    option fails before any data are read or any layer is trained.
+    Example::
+
+        metrics = run(RunConfig(load_preset("digits"), readout_epochs=5), "runs/digits", progress=False)
     """
-    validate_config(config)
-    n_layers = len(config["preset"]["layers"])
-    if synapse_factory is not None and config["rule"] == "backprop":
-        raise ConfigError("a synapse model applies to Hebbian layers; the backprop baseline has none")
-    synapses = None if synapse_factory is None else [synapse_factory(i) for i in range(n_layers)]
-    out = Path(out_dir)
-    ckpt = out / "checkpoint.pt"
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device) == "cpu":
+    # checks: nothing is written before all of them pass
+    config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
+    device = resolve_device(device)
+    if device.type == "cpu":
         configure_cpu()
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    synapses = make_synapses(config, synapse_factory)
+    out = Path(out_dir)
     if resume:
-        net, saved, progress_state, optimizer_state = load_checkpoint(ckpt, device)
-        if saved != config:
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            raise CheckpointError(f"--resume: options differ from the interrupted run in {changed}")
-        timings = progress_state.get("timings", {})
-    else:
-        if ckpt.exists():
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config["seed"])
-        net = SoftHebbNet(config["preset"], rule=config["rule"], normalisation=config.get("normalisation", "global"),
-                          device=device, precision=config.get("precision", "fp32"))
-        progress_state, optimizer_state = {"blocks_done": 0, "readout_epoch": 0, "history": []}, None
-        write_json(out / "config.json", config)
+        session = _resume(out, config, device)
+    elif (out / "checkpoint.pt").exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    data = load_data(config)
+
+    # the run directory and the network
+    if not resume:
+        session = _start(out, config, device)
     if synapses is not None:
-        for block, synapse in zip(net.blocks, synapses, strict=True):
+        for block, synapse in zip(session.net.blocks, synapses, strict=True):
             block.conv.attach_synapse(synapse)
 
-    preset = config["preset"]
-    unsupervised_split = preset["unsupervised"].get("split", "train")
-    data = load_dataset(preset["dataset"], config.get("data_dir"), config.get("download", False),
-                        preset["image_size"], unlabeled=unsupervised_split == "unlabeled"
-                        ).subset(config.get("n_train"), config.get("n_test"))
-    net.check_input(data.x_train[:1])
-    has_unsupervised_phase = config["rule"] not in ("random", "backprop")
-    unsupervised_images = data.unsupervised_images(unsupervised_split) if has_unsupervised_phase else None
-
-    def checkpoint(**update):
-        progress_state.update(update, timings=timings)
-        save_checkpoint(ckpt, net, config, progress_state)
-
-    rule, L = config["rule"], len(net.blocks)
-    epochs = config.get("readout_epochs") or preset["readout"]["epochs"]
-    if rule == "backprop":
-        t = time.perf_counter()
-        history = train_backprop(net, data.x_train, data.y_train, data.x_test, data.y_test, epochs,
-                                 preset["readout"]["batch_size"], preset["readout"]["lr"], config["seed"], device,
-                                 progress=progress)
-        timings["backprop_s"] = time.perf_counter() - t
-        progress_state.update(blocks_done=L, readout_epoch=epochs, history=history)
-        checkpoint()
+    # training
+    if config.rule == "backprop":
+        _backprop_phase(session, data, device, progress)
     else:
-        if rule != "random" and progress_state["blocks_done"] < L:
-            t = time.perf_counter()
-            # the augmentation draws depend on (seed, batch) only: resuming at a later block redraws the same crops
-            train_unsupervised(net, unsupervised_images, config["mode"], preset["unsupervised"]["batch_size"],
-                               config["seed"], device, start_block=progress_state["blocks_done"],
-                               on_block_done=lambda i: checkpoint(blocks_done=i + 1), progress=progress,
-                               augmentation=preset["unsupervised"].get("augment", "none"),
-                               augment_pad=preset["unsupervised"].get("augment_pad", 4))
-            timings["unsupervised_s"] = timings.get("unsupervised_s", 0.0) + time.perf_counter() - t
-        if progress_state["readout_epoch"] < epochs:
-            t = time.perf_counter()
-            augmentation = preset["readout"]["augment"]
-            feature_fn = None
-            if augmentation == "none":  # features are a fixed function of the image: compute them once
-                train_f = extract_features(net, data.x_train, device=device, progress=progress, desc="train features",
-                                           cache_dir=out)
-            else:  # recomputed for every batch from augmented images
-                pad = preset["readout"]["augment_pad"]
-                train_f = data.x_train
-                normalize = preset.get("normalize", "none")
+        if config.has_unsupervised_phase:
+            _unsupervised_phase(session, data, device, progress)
+        _readout_phase(session, data, device, progress)
+        save_kernels_png(session.net, out / "kernels.png")
 
-                def feature_fn(images):
-                    with torch.no_grad():
-                        x = augment(to_float(images, device, normalize), augmentation, pad)
-                        return net.features(x).flatten(1)
-            net.eval()
-            test_f = extract_features(net, data.x_test, device=device, progress=progress, desc="test features",
-                                      cache_dir=out)
-            timings["features_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-
-            def on_epoch(epoch, metrics, optimizer_state):
-                progress_state["history"].append(metrics)
-                progress_state["_optimizer"] = optimizer_state
-                checkpoint(readout_epoch=epoch)
-
-            train_readout(net, train_f, data.y_train, test_f, data.y_test, epochs, preset["readout"]["batch_size"],
-                          preset["readout"]["lr"], seed=0, device=device, start_epoch=progress_state["readout_epoch"],
-                          optimizer_state=optimizer_state, on_epoch=on_epoch, progress=progress,
-                          feature_fn=feature_fn)
-            timings["readout_s"] = timings.get("readout_s", 0.0) + time.perf_counter() - t
-            del train_f, test_f
-    if rule != "backprop":
-        save_kernels_png(net, out / "kernels.png")
-    history = progress_state["history"]
-    timings["this_invocation_s"] = time.perf_counter() - t_start
-    metrics = {"test_acc": history[-1]["test_acc"], "history": history, "timings_s": timings,
+    # metrics
+    history = session.progress["history"]
+    session.timings["this_invocation_s"] = time.perf_counter() - t_start
+    metrics = {"test_acc": history[-1]["test_acc"], "history": history, "timings_s": session.timings,
                "peak_memory_gib": peak_memory_gib(), "n_train": len(data.x_train), "n_test": len(data.x_test),
                "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
     write_json(out / "metrics.json", metrics)
@@ -300,13 +364,11 @@ def run(config: dict, out_dir: str | os.PathLike, resume: bool = False, device=N
 def evaluate(run_dir: str | os.PathLike, device=None, data_dir=None, n_test: int | None = None,
              progress: bool = True) -> float:
     """Test accuracy of a finished run's checkpoint (features recomputed from the stored weights)."""
+    device = resolve_device(device)
     net, config, _, _ = load_checkpoint(Path(run_dir) / "checkpoint.pt", device)
-    preset = config["preset"]
-    data = load_dataset(preset["dataset"], data_dir or config.get("data_dir"), False, preset["image_size"])
-    n_test = n_test if n_test is not None else config.get("n_test")
-    data = data.subset(0, n_test)
+    data = load_data(config, data_dir, n_test, train=False)
     net.eval()
-    if str(device or "cpu") == "cpu":
+    if device.type == "cpu":
         configure_cpu()
     feats = extract_features(net, data.x_test, device=device, progress=progress, desc="test features",
                              cache_dir=run_dir)

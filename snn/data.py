@@ -1,33 +1,33 @@
-"""Real MNIST patches for the spiking layer: standardised, flattened in the (C, k, k) order of a conv weight."""
+"""Real MNIST patches for the spiking layers: standardised, flattened in the (C, k, k) order of a conv weight.
+
+Files are read from the one data directory of the project, ``$SOFTHEBB_DATA``
+(:func:`rate_decoder.data.data_dir`).
+"""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from rate_decoder.data import data_dir
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def data_dir() -> Path:
-    """``$SOFTHEBB_DATA``, or ``../shared/data`` relative to the repository root."""
-    return Path(os.environ.get("SOFTHEBB_DATA", REPO_ROOT.parent / "shared" / "data"))
-
-
-def mnist_path() -> Path:
-    return data_dir() / "mnist.npz"
+def dataset_path(name: str) -> Path:
+    """Path of ``name`` (e.g. ``"mnist.npz"``) in ``$SOFTHEBB_DATA``; a clear error if it is not there."""
+    directory = data_dir()
+    if directory is None:
+        raise FileNotFoundError(f"SOFTHEBB_DATA is not set: set it to the directory that holds {name}")
+    path = directory / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} not found in {directory} (SOFTHEBB_DATA)")
+    return path
 
 
 def load_mnist(split: str = "train", n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised images ``(N, 1, 28, 28)`` float64 and labels of one split of ``mnist.npz``.
-
-    Raises ``FileNotFoundError`` (with the path tried) if the file is absent.
-    """
-    path = mnist_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"MNIST not found at {path} (set SOFTHEBB_DATA to the directory of mnist.npz)")
-    with np.load(path) as f:
+    """Standardised images ``(N, 1, 28, 28)`` float64 and labels of one split of ``mnist.npz``."""
+    with np.load(dataset_path("mnist.npz")) as f:
         x = f[f"x_{split}"][:n]
         y = f[f"y_{split}"][:n]
     if x.ndim == 3:
@@ -64,3 +64,6 @@ def image_patches(image: np.ndarray, kernel_size: int = 5) -> np.ndarray:
     xp = pad_reflect(image[None], k)[0]
     win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(1, 2))  # (C, H, W, k, k)
     return np.ascontiguousarray(win.transpose(1, 2, 0, 3, 4)).reshape(H * W, C * k * k)
+
+
+__all__ = ["MNIST_MEAN", "MNIST_STD", "dataset_path", "load_mnist", "pad_reflect", "random_patches", "image_patches"]

@@ -5,7 +5,7 @@ C++ standalone binary; the plasticity hyperparameters (``t``, ``lr``, ``q``, rul
 values that :class:`snn.layer.SpikingSoftHebb` passes with ``run_args`` and can change without
 recompiling.
 
-Encoding and time constants (see ``notes/spiking-probe.md``):
+Encoding and time constants (the equations are in :mod:`snn.layer` and :mod:`snn.network`):
 
 * input pixel ``x`` -> ON events at rate ``r0 * max(x, 0)`` or OFF events at ``r0 * max(-x, 0)``; the
   pixel's signed trace decays with ``tau`` and jumps by ``+-1 / (r0 tau)``, so its mean is ``x``;

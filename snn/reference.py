@@ -1,7 +1,8 @@
-"""Rate-rule references for the spiking layer, computed with :mod:`rate_decoder.rules` (never re-implemented).
+"""Rate-rule references for the spiking layers, computed with :mod:`rate_decoder.rules` (never re-implemented).
 
-The spiking layer implements the local variant of the rule (``normalisation="none"``); these helpers run
-that rule on the same patch sequence and compare weight sets up to a permutation of neurons.
+The spiking layers implement the local variant of the rule (``normalisation="none"``); :func:`rate_learn`
+runs that rule on the same patch sequence, and :func:`compare` matches two weight sets up to a
+permutation of neurons (competitive learning may order the neurons differently).
 """
 from __future__ import annotations
 
@@ -12,25 +13,14 @@ from scipy.optimize import linear_sum_assignment
 from rate_decoder import rules
 
 
-def expected_update(patches: np.ndarray, weights: np.ndarray, inverse_temperature: float, lr: float,
-                    lr_power: float, rule: str = "softhebb") -> np.ndarray:
-    """Mean over ``patches`` of the one-patch rate update ``eta_k y~_k (x - u_k w_k)`` (weights fixed)."""
-    x = torch.as_tensor(np.asarray(patches), dtype=torch.float64)
-    w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
-    _, dw = rules.linear_step(x, w, inverse_temperature, lr, lr_power, rule, normalisation="none")
-    return dw.numpy() / len(x)
-
-
 def rate_learn(patches: np.ndarray, weights: np.ndarray, inverse_temperature: float, lr: float, lr_power: float,
-               rule: str = "softhebb", substeps: int = 1) -> np.ndarray:
-    """Learn from ``patches`` one at a time (batch 1, local rule); each patch's step split in ``substeps``."""
+               rule: str = "softhebb") -> np.ndarray:
+    """Learn from ``patches`` ``(n, D)`` one at a time (batch 1, local rule) from ``weights (K, D)``."""
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float64).clone()
     x = torch.as_tensor(np.asarray(patches), dtype=torch.float64)
     for n in range(len(x)):
-        xn = x[n:n + 1]
-        for _ in range(substeps):
-            _, dw = rules.linear_step(xn, w, inverse_temperature, lr / substeps, lr_power, rule, normalisation="none")
-            w += dw
+        _, dw = rules.linear_step(x[n:n + 1], w, inverse_temperature, lr, lr_power, rule, normalisation="none")
+        w += dw
     return w.numpy()
 
 
@@ -49,8 +39,11 @@ def match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
-    """Mean matched cosine and median relative norm error ``| |a_k| - |b_perm(k)| | / |b_perm(k)|``."""
+    """Mean and min matched cosine and median relative norm error ``| |a_k| - |b_perm(k)| | / |b_perm(k)|``."""
     perm, cos = match(a, b)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b[perm], axis=1)
     return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
             "median_rel_norm_error": float(np.median(np.abs(na - nb) / nb))}
+
+
+__all__ = ["rate_learn", "match", "compare"]

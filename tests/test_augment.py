@@ -1,15 +1,19 @@
 """ImageNet-style readout augmentation, the run's up-front config check, and class-balanced ImageFolder subsets."""
+import dataclasses
+import importlib
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rate_decoder import run as run_module
+from rate_decoder.augment import RESIZED_CROP_RATIO, RESIZED_CROP_SCALE, augment, resized_crop_params
+from rate_decoder.config import ConfigError, RunConfig, load_preset
 from rate_decoder.data import ImageFolderImages, balanced_subset_index, load_dataset
-from rate_decoder.network import load_preset
-from rate_decoder.run import ConfigError, run, validate_config
-from rate_decoder.training import RESIZED_CROP_RATIO, RESIZED_CROP_SCALE, augment, resized_crop_params
+from rate_decoder.run import run
+
+run_module = importlib.import_module("rate_decoder.run")  # `rate_decoder.run` is the function
 
 
 def coordinate_image(batch, height, width, seed=0):
@@ -100,22 +104,16 @@ def test_impossible_boxes_fall_back_to_torchvisions_centred_crop():
         augment(x, "resized_crop_flip", scale=(0.5, 0.2))
 
 
-def tiny_preset(augment_kind):
-    preset = load_preset("digits")
-    preset["readout"]["augment"] = augment_kind
-    return preset
-
-
 def test_bad_config_fails_before_any_training(tmp_path, monkeypatch):
     def must_not_run(*args, **kw):
         raise AssertionError("training started before the config was checked")
 
     for name in ("train_unsupervised", "train_readout", "train_backprop", "load_dataset"):
         monkeypatch.setattr(run_module, name, must_not_run)
-    good = {"preset": tiny_preset("none"), "rule": "softhebb", "mode": "greedy", "seed": 0}
-    validate_config(good)
+    good = RunConfig(load_preset("digits")).to_dict()
+    bad_readout = dict(good, preset=dict(good["preset"], readout=dict(good["preset"]["readout"], augment="rotate")))
     bad_cases = [
-        (dict(good, preset=tiny_preset("rotate")), "readout augmentation 'rotate'"),
+        (bad_readout, r"\[readout\] unknown augmentation 'rotate'"),
         (dict(good, rule="oja"), "rule 'oja'"),
         (dict(good, mode="layerwise"), "training mode 'layerwise'"),
         (dict(good, normalisation="l2"), "normalisation 'l2'"),
@@ -123,11 +121,11 @@ def test_bad_config_fails_before_any_training(tmp_path, monkeypatch):
     ]
     for config, message in bad_cases:
         with pytest.raises(ConfigError, match=message):
-            run(config, tmp_path / "bad", progress=False)
+            run(config, tmp_path / "bad", progress=False)  # plain data is checked into a RunConfig first
         assert not (tmp_path / "bad").exists()  # not even a run directory is made
-    several = dict(good, rule="oja", preset=tiny_preset("rotate"))
-    with pytest.raises(ConfigError, match="rule 'oja'.*augmentation 'rotate'"):  # every problem at once
-        validate_config(several)
+    several = dict(bad_readout, rule="oja")
+    with pytest.raises(ConfigError, match="augmentation 'rotate'.*rule 'oja'"):  # every problem at once
+        RunConfig.from_dict(several)
 
     def unknown_synapse(layer_index):
         raise ValueError("unknown synapse model 'memristor9'")
@@ -136,6 +134,8 @@ def test_bad_config_fails_before_any_training(tmp_path, monkeypatch):
         run(good, tmp_path / "bad", progress=False, synapse_factory=unknown_synapse)
     with pytest.raises(ConfigError, match="backprop"):
         run(dict(good, rule="backprop"), tmp_path / "bad", progress=False, synapse_factory=lambda i: None)
+    with pytest.raises(ConfigError, match="backprop"):
+        RunConfig(load_preset("digits"), rule="backprop", synapse="pcm")
     assert not (tmp_path / "bad").exists()
 
 
@@ -179,14 +179,13 @@ def test_balanced_index_and_npz_subsets():
 
 def test_imagenet_presets_validate_and_a_resized_crop_readout_runs(tmp_path):
     for name in ("imagenette", "imagenet", "stl10", "cifar10"):
-        validate_config({"preset": load_preset(name), "rule": "softhebb", "mode": "greedy", "seed": 0})
+        RunConfig(load_preset(name), rule="softhebb", mode="greedy", seed=0)
     root = make_class_tree(tmp_path / "tree", per_class=4, size=20)
     preset = load_preset("imagenette", layers=2, width_factor=1 / 16)
-    preset["image_size"] = 12
-    preset["readout"].update(epochs=2, batch_size=4)
-    assert preset["readout"]["augment"] == "resized_crop_flip"
-    config = {"preset": preset, "rule": "softhebb", "mode": "greedy", "seed": 0, "data_dir": str(root),
-              "n_train": 8, "n_test": 4}
+    preset = dataclasses.replace(preset, image_size=12, readout=dataclasses.replace(preset.readout, epochs=2,
+                                                                                    batch_size=4))
+    assert preset.readout.augment == "resized_crop_flip"
+    config = RunConfig(preset, rule="softhebb", mode="greedy", seed=0, data_dir=str(root), n_train=8, n_test=4)
     first = run(config, tmp_path / "a", progress=False)
     again = run(config, tmp_path / "b", progress=False)
     assert first["n_train"] == 8 and first["n_test"] == 4 and len(first["history"]) == 2

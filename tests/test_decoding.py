@@ -1,95 +1,62 @@
-"""Spike-train decoders and the spiking <-> SoftHebbConv2d parameter conversion (rate_decoder.decoding)."""
+"""snn.decoding (spike counts to the rate network's quantities) against numpy, and snn.data's data directory."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 
-from rate_decoder import decoding
-from rate_decoder.layers import SoftHebbConv2d
-
-
-def test_spike_counts_windows_and_offset():
-    idx = np.array([0, 1, 1, 2, 0, 2, 2])
-    t = np.array([0.001, 0.004, 0.012, 0.019, 0.021, 0.025, 0.049])
-    c = decoding.spike_counts(idx, t, 3, window=0.02, n_windows=2)
-    np.testing.assert_array_equal(c, [[1, 2, 1], [1, 0, 1]])  # 0.049 is past the last window
-    c = decoding.spike_counts(idx, t, 3, window=0.02, n_windows=3, offset=0.01)
-    np.testing.assert_array_equal(c, [[0, 1, 1], [0, 0, 0], [0, 0, 0]])
-    with pytest.raises(ValueError):
-        decoding.spike_counts(idx, t[:-1], 3, 0.02, 2)
-    with pytest.raises(ValueError):
-        decoding.spike_counts(idx, t, 3, 0.02, 2, offset=0.03)
+from snn import data, decoding
 
 
-def test_rates_and_poisson_error_are_calibrated():
+def test_expected_shares_are_the_softmax_of_each_patch_product():
     rng = np.random.default_rng(0)
-    lam, T = 40.0, 0.5
-    counts = rng.poisson(lam * T, size=20000)
-    r, se = decoding.rates(counts, T)
-    assert abs(r.mean() - lam) < 4 * r.std() / np.sqrt(len(r))
-    # the Poisson standard error matches the spread of the estimates
-    assert np.mean(se) == pytest.approx(r.std(), rel=0.05)
-    with pytest.raises(ValueError):
-        decoding.rates(counts, 0.0)
+    w = rng.standard_normal((6, 3 * 25))
+    images = rng.standard_normal((2, 3, 9, 9))
+    shares = decoding.expected_shares(w, images, 0.7)
+    assert shares.shape == (2, 6, 9, 9)
+    for b in range(2):
+        u = data.image_patches(images[b], 5) @ w.T  # (81, 6), row-major positions, (C, k, k) order
+        np.testing.assert_allclose(shares[b].reshape(6, -1).T, softmax(0.7 * u, axis=1), rtol=1e-10)
 
 
-def test_shares_and_multinomial_error_are_calibrated():
+def test_weights_to_conv_act_on_patches_in_c_k_k_order():
     rng = np.random.default_rng(1)
-    p = np.array([0.5, 0.3, 0.15, 0.05])
-    counts = rng.multinomial(400, p, size=5000)
-    s, se = decoding.shares(counts)
-    assert np.allclose(s.sum(1), 1.0)
-    assert np.all(np.abs(s.mean(0) - p) < 4 * s.std(0) / np.sqrt(len(s)))
-    # the multinomial standard error matches the spread of the estimated shares
-    np.testing.assert_allclose(se.mean(0), s.std(0), rtol=0.05)
-    s0, se0 = decoding.shares(np.zeros((1, 4)))
-    assert np.all(s0 == 0) and np.all(np.isinf(se0))
-
-
-def test_multinomial_tvd_expectation():
-    p = np.full(16, 1 / 16)
-    m1, s1 = decoding.multinomial_tvd(p, 1000)
-    m4, _ = decoding.multinomial_tvd(p, 4000)
-    # TVD ~ 1/sqrt(N): four times the spikes halves it; and the uniform case has a closed-form estimate
-    assert m4 == pytest.approx(m1 / 2, rel=0.05)
-    approx = 0.5 * 16 * np.sqrt(2 * (1 / 16) * (15 / 16) / (np.pi * 1000))
-    assert m1 == pytest.approx(approx, rel=0.05) and s1 > 0
-    assert decoding.total_variation([1, 0], [0, 1]) == 1.0
-
-
-def test_preactivation_from_counts_recovers_differences():
-    t = 0.5
-    u = np.array([1.0, -2.0, 0.5, 3.0])
-    p = np.exp(t * u) / np.exp(t * u).sum()
-    counts = np.round(p * 1e6)
-    u_hat = decoding.preactivation_from_counts(counts, t, pseudocount=0.0)
-    np.testing.assert_allclose(u_hat, u - u.mean(), atol=1e-3)
-
-
-def test_conversion_round_trip_and_patch_order():
-    torch.manual_seed(0)
-    layer = SoftHebbConv2d(3, 6, 5, inverse_temperature=0.7, lr=0.02, lr_power=0.75, normalisation="none")
-    p = decoding.from_conv2d(layer)
-    assert p["weights"].shape == (6, 75)
-    assert (p["inverse_temperature"], p["lr"], p["lr_power"], p["rule"]) == (0.7, 0.02, 0.75, "softhebb")
-    back = decoding.to_conv2d(p["weights"], 3, 5, p["inverse_temperature"], p["lr"], p["lr_power"], p["rule"])
-    assert torch.equal(back.weight, layer.weight)
-    assert (back.inverse_temperature, back.lr, back.lr_power, back.normalisation) == (0.7, 0.02, 0.75, "none")
-    # the flattened weights act on patches flattened in (C, k, k) order: same u as the convolution
-    x = torch.randn(1, 3, 9, 9)
-    u = layer(x)[0]  # (K, 9, 9)
-    xp = F.pad(x, (2, 2, 2, 2), mode="reflect")[0].numpy()
-    patch = xp[:, 3:8, 1:6].reshape(-1)  # output position (3, 1)
-    np.testing.assert_allclose(p["weights"] @ patch, u[:, 3, 1].numpy(), rtol=1e-4, atol=1e-4)
+    w = rng.standard_normal((4, 3 * 25))
+    x = rng.standard_normal((1, 3, 9, 9))
+    conv = decoding.weights_to_conv(w, 3, 5)
+    u = F.conv2d(F.pad(torch.from_numpy(x), (2, 2, 2, 2), mode="reflect"), conv)[0]
+    np.testing.assert_allclose(u.reshape(4, -1).T.numpy(), data.image_patches(x[0], 5) @ w.T, rtol=1e-10)
     with pytest.raises(ValueError):
-        decoding.to_conv2d(p["weights"], 1, 5)
+        decoding.weights_to_conv(w, 1, 5)
 
 
-def test_spiking_object_conversion():
-    class Stub:  # what snn.layer.SpikingSoftHebb exposes
-        weights = np.arange(2 * 25, dtype=float).reshape(2, 25)
-        inverse_temperature, lr, lr_power, rule = 1.0, 1e-3, 0.5, "softhebb"
+def test_max_pool_and_its_indices():
+    rng = np.random.default_rng(2)
+    maps = rng.standard_normal((2, 3, 8, 8))
+    pooled, index = decoding.max_pool(maps)
+    assert pooled.shape == index.shape == (2, 3, 4, 4)
+    padded = np.pad(maps, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    for i in range(4):
+        for j in range(4):
+            window = padded[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4]
+            np.testing.assert_array_equal(pooled[:, :, i, j], window.max((2, 3)))
+    flat = maps.reshape(2, 3, -1)
+    np.testing.assert_array_equal(np.take_along_axis(flat, index.reshape(2, 3, -1), 2).reshape(pooled.shape), pooled)
 
-    conv = decoding.spiking_to_conv2d(Stub(), 1, 5)
-    assert conv.weight.shape == (2, 1, 5, 5)
-    np.testing.assert_array_equal(decoding.from_conv2d(conv)["weights"], Stub.weights)
+
+def test_standardisation_statistics_and_shares_from_counts():
+    maps = np.random.default_rng(3).gamma(2.0, 1.0, (5, 4, 6, 6))
+    mean, std = decoding.fit_standardisation(maps)
+    per_channel = maps.transpose(1, 0, 2, 3).reshape(4, -1)
+    np.testing.assert_allclose(mean, per_channel.mean(1))
+    np.testing.assert_allclose(std, np.sqrt(per_channel.var(1) + 1e-5))
+    np.testing.assert_allclose(decoding.shares_from_counts(np.array([49, 0, 98]), 1000.0, 0.049), [1.0, 0.0, 2.0])
+
+
+def test_data_directory_is_softhebb_data_and_named_when_missing(monkeypatch, tmp_path):
+    monkeypatch.delenv("SOFTHEBB_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="SOFTHEBB_DATA"):
+        data.load_mnist("train", 1)
+    monkeypatch.setenv("SOFTHEBB_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="mnist.npz not found .*SOFTHEBB_DATA"):
+        data.load_mnist("train", 1)

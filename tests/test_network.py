@@ -1,22 +1,23 @@
 """Presets, blocks, batch-norm modes, greedy freezing, seeding, and learning on real MNIST."""
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from rate_decoder import rules
-from rate_decoder.data import to_float
+from rate_decoder.config import available_presets, load_preset
+from rate_decoder.data import DataError, to_float
 from rate_decoder.layers import SoftHebbConv2d
-from rate_decoder.network import SoftHebbNet, available_presets, load_preset
-from rate_decoder.training import configure_cpu, train_unsupervised
+from rate_decoder.network import SoftHebbNet, configure_cpu
+from rate_decoder.unsupervised import train_unsupervised
 
 configure_cpu()
 
 
 def small_preset(layers=2):
     p = load_preset("mnist", width_factor=1 / 12)  # 8-32-128 neurons, same hyperparameters
-    p["layers"] = p["layers"][:layers]
-    return p
+    return dataclasses.replace(p, layers=p.layers[:layers])
 
 
 @pytest.mark.parametrize("name,features", [("cifar10", 24576), ("cifar10-1layer", 24576), ("cifar10-2layer", 24576),
@@ -29,11 +30,12 @@ def test_preset_feature_sizes(name, features):
 def test_all_presets_load_and_depth_variants():
     for name in available_presets():
         load_preset(name)
-    assert load_preset("cifar10", layers=1)["name"] == "cifar10-1layer"
-    assert load_preset("cifar10", layers=1)["layers"][0]["pool"] == "avg_4_2_1"
-    assert load_preset("cifar10", layers=2)["layers"][1]["pre_triangle"] is True
-    assert len(load_preset("mnist", layers=2)["layers"]) == 2
-    assert load_preset("cifar10", width_factor=0.5)["layers"][2]["out_channels"] == 768
+    assert load_preset("cifar10", layers=1).name == "cifar10-1layer"
+    assert load_preset("cifar10", layers=1).layers[0].pool == "avg_4_2_1"
+    assert load_preset("cifar10", layers=2).layers[1].pre_triangle is True
+    assert len(load_preset("mnist", layers=2).layers) == 2
+    assert load_preset("mnist", layers=2).name == "mnist-first2"
+    assert load_preset("cifar10", width_factor=0.5).layers[2].out_channels == 768
 
 
 def test_unknown_preset_and_bad_preset_file(tmp_path):
@@ -53,8 +55,10 @@ def test_network_rejects_wrong_images():
     net = SoftHebbNet(small_preset(1))
     with pytest.raises(ValueError, match=r"expects images of shape \(N, 1, 28, 28\)"):
         net.check_input(torch.zeros(2, 3, 28, 28))
-    with pytest.raises(ValueError, match="NaN"):
-        train_unsupervised(net, torch.full((4, 1, 28, 28), float("nan")), progress=False)
+    images = torch.zeros(4, 1, 28, 28)
+    images[3, 0, 5, 5] = float("inf")  # the last image: every image is checked, not only the first
+    with pytest.raises(DataError, match="image 3 of 4 contains NaN or infinite values"):
+        train_unsupervised(net, images, progress=False)
 
 
 def test_greedy_freezes_earlier_layers_and_switches_batch_norm(mnist):
@@ -75,13 +79,13 @@ def test_greedy_freezes_earlier_layers_and_switches_batch_norm(mnist):
     assert not any(b.bn.training for b in net.blocks)
 
 
-def test_simultaneous_trains_all_layers_with_all_bn_in_train_mode(mnist):
+def test_consecutive_trains_all_layers_with_all_bn_in_train_mode(mnist):
     torch.manual_seed(0)
     net = SoftHebbNet(small_preset(2))
     w0 = [b.conv.weight.clone() for b in net.blocks]
     modes = []
     net.blocks[1].bn.register_forward_hook(lambda m, a, o: modes.append((net.blocks[0].bn.training, m.training)))
-    train_unsupervised(net, mnist.x_train[:50], "simultaneous", 10, seed=0, progress=False)
+    train_unsupervised(net, mnist.x_train[:50], "consecutive", 10, seed=0, progress=False)
     assert set(modes) == {(True, True)}
     assert all(not torch.equal(w, b.conv.weight) for w, b in zip(w0, net.blocks))
 

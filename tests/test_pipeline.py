@@ -1,4 +1,5 @@
 """Data loading errors, run directories, checkpoints, resume, the CLI, and an end-to-end accuracy floor."""
+import importlib
 import json
 import os
 
@@ -7,17 +8,17 @@ import pytest
 import torch
 
 from experiments.cli import main as cli
-from rate_decoder import run as run_module
+from rate_decoder.config import RunConfig, load_preset
 from rate_decoder.data import DataError, load_dataset, load_npz
-from rate_decoder.network import load_preset
 from rate_decoder.run import CheckpointError, evaluate, load_checkpoint, run
+
+run_module = importlib.import_module("rate_decoder.run")  # `rate_decoder.run` is the function
 
 
 def digits_config(**kw):
-    config = {"preset": load_preset("digits"), "rule": "softhebb", "mode": "greedy", "seed": 0,
-              "normalisation": "global", "readout_epochs": 12}
-    config.update(kw)
-    return config
+    options = dict(rule="softhebb", mode="greedy", seed=0, normalisation="global", readout_epochs=12)
+    options.update(kw)
+    return RunConfig(load_preset("digits"), **options)
 
 
 def write_npz(path, **arrays):
@@ -59,6 +60,8 @@ def test_missing_data_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("SOFTHEBB_DATA")
     with pytest.raises(DataError, match="SOFTHEBB_DATA"):
         load_dataset("cifar10")
+    with pytest.raises(DataError, match="--download with --data-dir"):  # no default download directory
+        load_dataset("cifar10", download=True)
 
 
 def test_real_mnist_file_is_read(mnist):
@@ -164,8 +167,8 @@ def test_end_to_end_mnist_one_layer(mnist, tmp_path, monkeypatch):
     from conftest import require_data
 
     monkeypatch.setenv("SOFTHEBB_DATA", str(require_data("mnist.npz").parent))
-    config = {"preset": load_preset("mnist", layers=1), "rule": "softhebb", "mode": "greedy", "seed": 0,
-              "normalisation": "global", "n_train": 10000, "n_test": 2000, "readout_epochs": 10}
+    config = RunConfig(load_preset("mnist", layers=1), rule="softhebb", mode="greedy", seed=0, normalisation="global",
+                       n_train=10000, n_test=2000, readout_epochs=10)
     metrics = run(config, tmp_path / "m", progress=False)
     assert metrics["test_acc"] >= 0.87
     assert metrics["n_train"] == 10000 and metrics["n_test"] == 2000

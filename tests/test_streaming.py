@@ -1,6 +1,8 @@
 """ImageFolder trees streamed from disk and the memory-mapped feature cache give what the in-RAM paths give."""
 import copy
+import dataclasses
 import errno
+import importlib
 import os
 
 import numpy as np
@@ -9,12 +11,16 @@ import torch
 from PIL import Image
 
 from rate_decoder import data as data_module
-from rate_decoder import run as run_module
-from rate_decoder import training
+from rate_decoder import features as features_module
+from rate_decoder.config import RunConfig, load_preset
 from rate_decoder.data import DataError, ImageFolderImages, balanced_subset_index, iter_batches, load_dataset
-from rate_decoder.network import SoftHebbNet, load_preset
+from rate_decoder.features import FeatureCacheError, extract_features
+from rate_decoder.network import SoftHebbNet
+from rate_decoder.readout import accuracy, train_readout
 from rate_decoder.run import run
-from rate_decoder.training import FeatureCacheError, accuracy, extract_features, train_readout, train_unsupervised
+from rate_decoder.unsupervised import train_unsupervised
+
+run_module = importlib.import_module("rate_decoder.run")  # `rate_decoder.run` is the function
 
 SIZE = 24
 #: (width, height, PIL mode): up- and down-scaling, non-square, grey and alpha images all become RGB SIZE x SIZE
@@ -50,9 +56,8 @@ def torchvision_reference(folder, size=SIZE):
 def small_preset(augment_kind="none"):
     """The imagenette network cut to 2 layers (3 and 12 neurons) at 24 px: a run takes a second or two."""
     preset = load_preset("imagenette", layers=2, width_factor=1 / 16)
-    preset["image_size"] = SIZE
-    preset["readout"].update(augment=augment_kind, epochs=3, batch_size=4)
-    return preset
+    return dataclasses.replace(preset, image_size=SIZE, readout=dataclasses.replace(
+        preset.readout, augment=augment_kind, epochs=3, batch_size=4))
 
 
 def test_streamed_images_match_torchvision_imagefolder(tmp_path):
@@ -115,10 +120,8 @@ def test_corrupt_image_file_is_named(tmp_path):
 @pytest.mark.parametrize("rule, augment_kind", [("softhebb", "none"), ("softhebb", "crop_flip"), ("backprop", "none")])
 def test_run_on_streamed_images_and_disk_features_equals_the_in_memory_run(tmp_path, monkeypatch, rule, augment_kind):
     root = make_tree(tmp_path / "tree")
-    config = {"preset": small_preset(augment_kind), "rule": rule, "mode": "greedy", "seed": 0,
-              "normalisation": "global", "data_dir": str(root)}
-    if rule == "backprop":
-        config["readout_epochs"] = 2
+    config = RunConfig(small_preset(augment_kind), rule=rule, mode="greedy", seed=0, normalisation="global",
+                       data_dir=str(root), readout_epochs=2 if rule == "backprop" else None)
     loaded = []
 
     def spy(*args, **kw):
@@ -129,7 +132,7 @@ def test_run_on_streamed_images_and_disk_features_equals_the_in_memory_run(tmp_p
     in_memory = run(config, tmp_path / "ram", progress=False)
     assert isinstance(loaded[-1].x_train, torch.Tensor)
     monkeypatch.setattr(data_module, "IMAGE_MEMORY_BUDGET", 0)
-    monkeypatch.setattr(training, "feature_memory_budget", lambda: 0)
+    monkeypatch.setattr(features_module, "feature_memory_budget", lambda: 0)
     streamed = run(config, tmp_path / "disk", progress=False)
     assert isinstance(loaded[-1].x_train, ImageFolderImages)
     assert streamed["n_train"] == 12 and streamed["n_test"] == 6

@@ -2,24 +2,28 @@
 
 A two-layer network on scikit-learn's 8x8 digits: each unsupervised run takes well under a second.
 """
+import dataclasses
+import importlib
+
 import pytest
 import torch
 
-from rate_decoder import run as run_module
-from rate_decoder import training
+from rate_decoder import unsupervised
+from rate_decoder.config import ConfigError, RunConfig, load_preset
 from rate_decoder.data import load_dataset, to_float
-from rate_decoder.network import SoftHebbNet, load_preset
-from rate_decoder.run import ConfigError, load_checkpoint, run
-from rate_decoder.training import train_unsupervised, unsupervised_order
+from rate_decoder.network import SoftHebbNet
+from rate_decoder.run import load_checkpoint, run
+from rate_decoder.unsupervised import train_unsupervised, unsupervised_order
+
+run_module = importlib.import_module("rate_decoder.run")  # `rate_decoder.run` is the function
 
 
-def two_layer_digits(augment_kind=None):
-    """The digits preset with a second layer (64 -> 32 channels, 8 -> 4 -> 2 px); ``None`` leaves the key out."""
+def two_layer_digits(augment_kind="none", augment_pad=4):
+    """The digits preset with a second layer (64 -> 32 channels, 8 -> 4 -> 2 px)."""
     preset = load_preset("digits")
-    preset["layers"].append(dict(preset["layers"][0], out_channels=32))
-    if augment_kind is not None:
-        preset["unsupervised"]["augment"] = augment_kind
-    return preset
+    second = dataclasses.replace(preset.layers[0], out_channels=32)
+    return dataclasses.replace(preset, layers=preset.layers + (second,), unsupervised=dataclasses.replace(
+        preset.unsupervised, augment=augment_kind, augment_pad=augment_pad))
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +67,10 @@ def test_augmented_weights_differ_but_are_reproducible(images):
     assert not same(a, trained(images, augmentation="none"))
     assert not same(a, trained(images, seed=1, augmentation="resized_crop_flip"))
     assert not same(a, trained(images, augmentation="crop_flip", augment_pad=2))
-    simultaneous = trained(images, mode="simultaneous", augmentation="resized_crop_flip")
-    assert same(simultaneous, trained(images, mode="simultaneous", augmentation="resized_crop_flip"))
+    consecutive = trained(images, mode="consecutive", augmentation="resized_crop_flip")
+    assert same(consecutive, trained(images, mode="consecutive", augmentation="resized_crop_flip"))
+    with pytest.warns(DeprecationWarning, match="'simultaneous' is deprecated"):  # the former name of consecutive
+        assert same(consecutive, trained(images, mode="simultaneous", augmentation="resized_crop_flip"))
 
 
 def test_augmentation_leaves_the_global_generator_alone(images):
@@ -79,14 +85,14 @@ def test_augmentation_leaves_the_global_generator_alone(images):
 
 
 def test_every_greedy_layer_sees_the_same_augmented_batches(images, monkeypatch):
-    real_augment, seen = training.augment, []
+    real_augment, seen = unsupervised.augment, []
 
     def recording_augment(x, *args, **kw):
         y = real_augment(x, *args, **kw)
         seen.append(y.clone())
         return y
 
-    monkeypatch.setattr(training, "augment", recording_augment)
+    monkeypatch.setattr(unsupervised, "augment", recording_augment)
     trained(images, augmentation="resized_crop_flip")
     n_batches = len(images) // 10
     assert len(seen) == 2 * n_batches
@@ -96,10 +102,10 @@ def test_every_greedy_layer_sees_the_same_augmented_batches(images, monkeypatch)
 
 
 def config(augment_kind="resized_crop_flip", **kw):
-    base = {"preset": two_layer_digits(augment_kind), "rule": "softhebb", "mode": "greedy", "seed": 0,
-            "normalisation": "global", "readout_epochs": 3, "n_train": 400, "n_test": 100}
-    base.update(kw)
-    return base
+    options = dict(rule="softhebb", mode="greedy", seed=0, normalisation="global", readout_epochs=3, n_train=400,
+                   n_test=100)
+    options.update(kw)
+    return RunConfig(two_layer_digits(augment_kind), **options)
 
 
 def test_resume_after_the_first_layer_reproduces_the_augmented_run(tmp_path, monkeypatch):
@@ -131,11 +137,11 @@ def test_unknown_kind_fails_before_training(tmp_path, monkeypatch, images):
 
     for name in ("train_unsupervised", "train_readout", "load_dataset"):
         monkeypatch.setattr(run_module, name, must_not_run)
-    with pytest.raises(ConfigError, match="unknown unsupervised augmentation 'rotate'"):
-        run(config("rotate"), tmp_path / "bad", progress=False)
-    bad_pad = config("crop_flip")
+    with pytest.raises(ConfigError, match=r"\[unsupervised\].* unknown augmentation 'rotate'"):
+        config("rotate")
+    bad_pad = config("crop_flip").to_dict()
     bad_pad["preset"]["unsupervised"]["augment_pad"] = 8
-    with pytest.raises(ConfigError, match=r"unsupervised augment_pad must be an integer in \[0, image_size\)"):
+    with pytest.raises(ConfigError, match=r"\[unsupervised\] augment_pad must be an integer in \[0, image_size\)"):
         run(bad_pad, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
 
@@ -149,6 +155,6 @@ def test_unknown_kind_fails_before_training(tmp_path, monkeypatch, images):
 
 def test_presets_follow_the_reference():
     """ImageNet's unsupervised epoch is augmented in the reference code; ImageNette's is not (SPEC.md §5)."""
-    assert load_preset("imagenet")["unsupervised"]["augment"] == "resized_crop_flip"
-    assert load_preset("imagenette")["unsupervised"].get("augment", "none") == "none"
-    assert load_preset("cifar10")["unsupervised"].get("augment", "none") == "none"
+    assert load_preset("imagenet").unsupervised.augment == "resized_crop_flip"
+    assert load_preset("imagenette").unsupervised.augment == "none"
+    assert load_preset("cifar10").unsupervised.augment == "none"

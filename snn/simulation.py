@@ -1,0 +1,285 @@
+"""Building and running a spiking layer's Brian2 network: backends, the standalone project, seeds, chunks.
+
+:class:`PlasticLayer` holds what a layer keeps between runs (weights, plasticity values, a synaptic
+device model, its random generator) and simulates a stream of presentations in chunks, each one run
+of the network of :mod:`snn.network`:
+
+* ``"cpp_standalone"``: the network of ``chunk`` presentations is generated and compiled once per
+  structure into :attr:`PlasticLayer.build_dir` (a cache keyed by sizes, constants and the model's
+  code); each run passes the inputs, weights and plasticity values as ``run_args``, so nothing is
+  recompiled. The Brian2 device is global: one project is held at a time, and a layer of the same
+  structure re-uses it.
+* ``"runtime"``: the numpy target, the network built for each call (small tests, no compiler).
+
+**Seeds.** Every run is seeded with a value drawn from the layer's generator (``seed=``): the
+standalone binary seeds its random generators from the run-time variable ``rng_seed`` (C++ inserted
+after the run arguments are applied), the runtime backend calls Brian2's ``seed``. The same layer
+seed thus repeats every spike on a backend, and successive runs of a compiled project draw
+different streams (a seed compiled into the binary would repeat one stream in every chunk).
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from brian2 import defaultclock, device, get_device, prefs, second, set_device
+from brian2 import seed as brian_seed
+
+from .network import InputModel, WTANetwork
+from .params import SpikingParams
+
+BACKENDS = ("cpp_standalone", "runtime")
+RULE_SIGNS = {"softhebb": 1.0, "soft": 0.0}
+
+
+class CompilerNotFoundError(RuntimeError):
+    """The C++ standalone backend needs a C++ compiler."""
+
+
+def cache_dir() -> Path:
+    """Root of the standalone build directories (``$SOFTHEBB_SNN_CACHE`` or ``~/.cache/softhebb/snn``)."""
+    return Path(os.environ.get("SOFTHEBB_SNN_CACHE", Path.home() / ".cache" / "softhebb" / "snn"))
+
+
+def check_compiler() -> str:
+    """Path of the C++ compiler Brian2 will call; a clear error if there is none."""
+    for c in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if c and shutil.which(c):
+            return shutil.which(c)
+    raise CompilerNotFoundError(
+        "the cpp_standalone backend needs a C++ compiler (g++ or clang++) on PATH, none was found; "
+        "install one (e.g. `apt-get install g++`) or use backend='runtime' for small networks")
+
+
+@dataclass
+class Presentation:
+    """What a layer's ``present`` returns.
+
+    Attributes:
+        counts: ``(n, K)`` output spikes of each neuron in each presentation's learning window.
+        weights: ``(K, n_in)`` weights after the last presentation.
+        spike_i, spike_t: output spikes (neuron, seconds from the call's start); empty unless recorded.
+        input_i, input_t: input events, the onset event of each presentation included; empty unless recorded.
+    """
+
+    counts: np.ndarray
+    weights: np.ndarray
+    spike_i: np.ndarray
+    spike_t: np.ndarray
+    input_i: np.ndarray
+    input_t: np.ndarray
+
+
+@dataclass
+class _Project:
+    """The standalone project the Brian2 device holds (one per process: the device is global)."""
+
+    build_dir: Path | None = None
+    net: WTANetwork | None = None
+
+
+_PROJECT = _Project()
+
+
+def active_network() -> WTANetwork | None:
+    """The network of the standalone project the device holds (its state is that of the last run)."""
+    return _PROJECT.net
+#: C++ run in the generated main(), after the run arguments are applied: seed every random generator
+#: from the run-time value ``rng_seed`` (Brian2's seed() would compile one fixed seed into the binary)
+SEED_CODE = ("for (size_t _g = 0; _g < brian::_random_generators.size(); _g++)\n"
+             "    brian::_random_generators[_g].seed((unsigned long)({array}[0]) + _g);")
+
+
+class PlasticLayer:
+    """``K`` soft-WTA neurons with one plastic weight set behind an input population (base of the layers).
+
+    Subclasses set :attr:`model` and define ``present``, which cuts its stream into chunks for
+    :meth:`_present`. Arguments are those of :class:`snn.layer.SpikingSoftHebb`.
+    """
+
+    model: InputModel
+
+    def __init__(self, n_inputs: int, n_neurons: int, params: SpikingParams | None = None,
+                 inverse_temperature: float = 1.0, lr: float = 1e-3, lr_power: float = 0.5, rule: str = "softhebb",
+                 chunk: int = 1000, backend: str = "cpp_standalone", weights: np.ndarray | None = None,
+                 radius: float = 25.0, seed: int | None = None, build_dir: str | os.PathLike | None = None,
+                 synapse=None, threads: int = 1):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        if rule not in RULE_SIGNS:
+            raise ValueError(f"unknown rule {rule!r} for a spiking layer; choose one of {tuple(RULE_SIGNS)}")
+        if int(threads) < 1 or int(chunk) < 1:
+            raise ValueError(f"threads and chunk must be >= 1, got {threads}, {chunk}")
+        self.n_inputs, self.n_neurons = int(n_inputs), int(n_neurons)
+        self.chunk, self.threads = int(chunk), int(threads)
+        self.params = params if params is not None else SpikingParams()
+        self.inverse_temperature, self.lr, self.lr_power, self.rule = (float(inverse_temperature), float(lr),
+                                                                       float(lr_power), rule)
+        self.backend = backend
+        self.rng = np.random.default_rng(seed)
+        if weights is None:
+            weights = self.rng.standard_normal((self.n_neurons, self.n_inputs)) * radius / np.sqrt(self.n_inputs)
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (self.n_neurons, self.n_inputs):
+            raise ValueError(f"weights must have shape {(self.n_neurons, self.n_inputs)}, got {w.shape}")
+        self.weights = w.copy()
+        self._build_dir = Path(build_dir) if build_dir is not None else None
+        self.compile_seconds = 0.0
+        if backend == "cpp_standalone":
+            check_compiler()
+        self.attach_synapse(synapse)
+
+    def attach_synapse(self, synapse) -> None:
+        """Hold the weights in a synaptic device model (``hardware_models.make_synapse``; ``None``: exact).
+
+        The device is programmed with the change the plastic events made over each run of ``chunk``
+        presentations (pulse counts by stochastic rounding, so the expected change is kept), and the
+        next run starts from the weights read back, with the device's noise and bounds. Each plastic
+        event stays a float update inside its run; a smaller ``chunk`` programs the device more often.
+        """
+        self.synapse = synapse
+        if synapse is not None:
+            import torch
+            self.weights = synapse.attach(torch.from_numpy(self.weights.copy())).numpy().astype(np.float64)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.n_inputs}, {self.n_neurons}, inverse_temperature="
+                f"{self.inverse_temperature}, lr={self.lr}, lr_power={self.lr_power}, rule={self.rule!r}, "
+                f"backend={self.backend!r})")
+
+    # --- what subclasses provide -----------------------------------------------------------------
+    def _constants(self) -> dict:
+        """Namespace values of the input model."""
+        return {}
+
+    def _placeholders(self) -> dict:
+        """Values of the model's timed arrays for the standalone build (their sizes are compiled in)."""
+        raise NotImplementedError
+
+    def _structure(self) -> str:
+        """What else is compiled in (part of the build-cache key)."""
+        return ""
+
+    # --- build and run ---------------------------------------------------------------------------
+    @property
+    def build_dir(self) -> Path:
+        """The standalone project's directory: given, or a cache entry keyed by everything compiled in."""
+        if self._build_dir is not None:
+            return self._build_dir
+        text = (f"{type(self).__name__};{self.n_inputs};{self.n_neurons};{self.chunk};{self.threads};"
+                f"{self.params.key()};{self._structure()};{self.model.text()}")
+        return cache_dir() / (f"{self.model.prefix}_{self.n_inputs}x{self.n_neurons}_c{self.chunk}_"
+                              + hashlib.sha1(text.encode()).hexdigest()[:10])
+
+    def _network(self, timed: dict) -> WTANetwork:
+        return WTANetwork(self.model, self.n_inputs, self.n_neurons, self.params, timed, self._constants())
+
+    def build(self) -> float:
+        """Generate and compile the standalone project, unless the device holds it already; returns seconds.
+
+        A project is compiled once per structure into :attr:`build_dir`: another layer of the same
+        structure, in this process or a later one, re-runs it without compiling.
+        """
+        if self.backend != "cpp_standalone":
+            return 0.0
+        if (_PROJECT.build_dir == self.build_dir and _PROJECT.net is not None
+                and get_device().__class__.__name__ == "CPPStandaloneDevice"):
+            return 0.0
+        check_compiler()
+        start = time.perf_counter()
+        _PROJECT.build_dir = _PROJECT.net = None
+        directory = str(self.build_dir)
+        prefs.devices.cpp_standalone.openmp_threads = self.threads if self.threads > 1 else 0
+        set_device("cpp_standalone", build_on_run=False, directory=directory)
+        device.reinit()  # forget the previous project, then free its objects' names for this one
+        gc.collect()
+        device.activate(build_on_run=False, directory=directory)
+        defaultclock.dt = self.params.dt
+        gate = np.ones(self.chunk)
+        net = self._network(dict(self._placeholders(), present_gate=gate))
+        device.apply_run_args()  # the run arguments are applied here, then the seed is taken from them
+        device.insert_code("main", SEED_CODE.format(array=device.get_array_name(net.outputs.variables["rng_seed"])))
+        net.network.run(self.chunk * self.params.t_present, namespace=net.namespace)
+        try:
+            device.build(directory=directory, compile=True, run=False, with_output=False)
+        except Exception as err:  # make / compiler failure: say where
+            raise RuntimeError(f"building the Brian2 standalone project in {directory} failed: {err}") from err
+        _PROJECT.build_dir, _PROJECT.net = self.build_dir, net
+        self.compile_seconds = time.perf_counter() - start
+        return self.compile_seconds
+
+    def _run(self, timed: dict, states: dict, n_chunk: int) -> WTANetwork:
+        """One simulation of ``n_chunk`` presentations with these timed arrays and initial state variables."""
+        if self.backend == "cpp_standalone":
+            self.build()
+            net = _PROJECT.net
+            args = {net.timed[name]: value for name, value in timed.items()}
+            args.update({net.variable(key): value for key, value in states.items()})
+            device.run(directory=str(self.build_dir), with_output=False, run_args=args)
+            for fname in list(device.run_args_arrays):  # per-run input files: do not let them pile up
+                for f in Path(self.build_dir, "static_arrays").glob(fname + "*"):
+                    f.unlink(missing_ok=True)
+            return net
+        if get_device().__class__.__name__ != "RuntimeDevice":
+            set_device("runtime")
+        _PROJECT.build_dir = _PROJECT.net = None  # the standalone device must set its project up again
+        prefs.codegen.target = "numpy"
+        defaultclock.dt = self.params.dt
+        net = self._network(timed)
+        for key, value in states.items():
+            net.set(key, value)
+        brian_seed(int(states["outputs.rng_seed"]))
+        net.network.run(n_chunk * self.params.t_present, namespace=net.namespace)
+        return net
+
+    def _present(self, n: int, chunk_inputs: Callable, learn: bool, record_spikes: bool,
+                 record_inputs: bool) -> Presentation:
+        """Run ``n`` presentations chunk by chunk; the weights carry over from call to call.
+
+        ``chunk_inputs(start, m, size) -> (m, timed, states)``: the model's timed arrays (and extra
+        initial states) for presentations ``start .. start + m`` padded to ``size``; it may shorten ``m``.
+        """
+        size = self.chunk if self.backend == "cpp_standalone" else max(n, 1)
+        t_present = float(self.params.t_present / second)
+        counts = np.zeros((n, self.n_neurons), dtype=np.int64)
+        spikes, inputs = ([], []), ([], [])
+        start = 0
+        while start < n:
+            m, timed, states = chunk_inputs(start, min(size, n - start), size)
+            gate = np.zeros(size)
+            gate[:m] = 1.0
+            states = {"synapses.w": self.weights.T.reshape(-1), "outputs.wsq": (self.weights ** 2).sum(1),
+                      "outputs.inv_temp": self.inverse_temperature, "outputs.lr": self.lr if learn else 0.0,
+                      "outputs.lr_power": self.lr_power, "outputs.anti": RULE_SIGNS[self.rule],
+                      "outputs.record_spikes": float(record_spikes), "inputs.record_inputs": float(record_inputs),
+                      "outputs.rng_seed": float(self.rng.integers(2 ** 31)), **states}
+            net = self._run(dict(timed, present_gate=gate), states, size)
+            w = net.weights()
+            if self.synapse is not None and learn:
+                import torch
+                w = self.synapse.program(torch.from_numpy(w - self.weights)).numpy().astype(np.float64)
+            self.weights = w
+            counts[start:start + m] = net.counts(size)[:m]
+            for store, monitor in ((spikes, net.spike_monitor), (inputs, net.input_monitor)):
+                i, t = net.events(monitor)
+                keep = np.floor(t / t_present + 1e-9) < m  # drop the padding presentations' (onset) events
+                store[0].append(i[keep])
+                store[1].append(t[keep] + start * t_present)
+            del net
+            start += m
+        if self.backend == "runtime":
+            gc.collect()  # free the names of the runtime objects
+        cat = (lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype))  # noqa: E731
+        return Presentation(counts, self.weights.copy(), cat(spikes[0], np.int64), cat(spikes[1], np.float64),
+                            cat(inputs[0], np.int64), cat(inputs[1], np.float64))
+
+
+__all__ = ["PlasticLayer", "active_network", "Presentation", "CompilerNotFoundError", "check_compiler",
+           "cache_dir", "BACKENDS", "RULE_SIGNS"]
