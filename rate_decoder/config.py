@@ -30,7 +30,8 @@ from .rules import NORMALISATIONS
 from .validation import (ANY_TEXT, DROPOUT, FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, ODD_INT, POSITIVE, POSITIVE_INT, TEXT,
                          ConfigError, Record, instance_of, is_int, is_number, must_be, one_of, optional, spec)
 
-#: ``random`` keeps the initial weights (no unsupervised phase); ``backprop`` trains the same blocks end to end
+#: ``random`` keeps the initial weights (its unsupervised pass only fits the batch norms, see
+#: :func:`rate_decoder.unsupervised.fit_batch_norms`); ``backprop`` trains the same blocks end to end
 RULES = ("softhebb", "soft", "hardwta", "random", "backprop")
 #: greedy: one epoch per block, deeper blocks frozen (the paper's mode); consecutive: all blocks learn from
 #: every batch in one epoch (the reference code's "consecutive" mode, SPEC.md §6.1)
@@ -258,7 +259,8 @@ class RunConfig(Record):
 
     @property
     def has_unsupervised_phase(self) -> bool:
-        return self.rule not in ("random", "backprop")
+        """Every rule but backprop passes once over the unsupervised data; ``random`` only fits its batch norms there."""
+        return self.rule != "backprop"
 
     @property
     def n_readout_epochs(self) -> int:

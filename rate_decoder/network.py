@@ -56,7 +56,11 @@ class Block(nn.Module):
         self.pool = make_pool(spec.pool)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._pool(self.activation(self.conv(self.bn(x))))
+        return self.after_norm(self.bn(x))
+
+    def after_norm(self, x: Tensor) -> Tensor:
+        """The block after its batch norm: ``pool(activation(conv(x)))`` of an already normalised ``x``."""
+        return self._pool(self.activation(self.conv(x)))
 
     @torch.no_grad()
     def learn(self, x: Tensor) -> Tensor:

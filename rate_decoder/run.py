@@ -38,7 +38,7 @@ from .data import Dataset, check_dataset, load_dataset, to_float
 from .features import extract_features
 from .network import SoftHebbNet, configure_cpu
 from .readout import accuracy, train_readout
-from .unsupervised import train_unsupervised
+from .unsupervised import fit_batch_norms, train_unsupervised
 from .validation import differences
 
 #: 2: the config is stored as ``RunConfig.to_dict()``; 1 stored the same options as a plain dict without
@@ -248,14 +248,17 @@ def _start(out: Path, config: RunConfig, device) -> _Session:
 def _unsupervised_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
     """One unsupervised epoch per block (greedy) or for all blocks (consecutive), from the last finished block.
 
+    The random-weight baseline makes the same pass with its weights fixed: only its batch norms learn.
+
     The augmentation draws depend on (seed, batch) only: resuming at a later block redraws the same crops.
     """
     if s.progress["blocks_done"] >= len(s.net.blocks):
         return
     t, u = time.perf_counter(), s.config.preset.unsupervised
-    train_unsupervised(s.net, data.unsupervised_images(u.split), s.config.mode, u.batch_size, s.config.seed, device,
-                       start_block=s.progress["blocks_done"], on_block_done=lambda i: s.save(blocks_done=i + 1),
-                       progress=progress, augmentation=u.augment, augment_pad=u.augment_pad)
+    epoch = fit_batch_norms if s.config.rule == "random" else train_unsupervised
+    epoch(s.net, data.unsupervised_images(u.split), s.config.mode, u.batch_size, s.config.seed, device,
+          start_block=s.progress["blocks_done"], on_block_done=lambda i: s.save(blocks_done=i + 1),
+          progress=progress, augmentation=u.augment, augment_pad=u.augment_pad)
     s.timed("unsupervised_s", t)
 
 

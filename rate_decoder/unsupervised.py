@@ -96,3 +96,74 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
         net.set_learning_block(None)
         if on_block_done is not None:
             on_block_done(len(net.blocks) - 1 if stage is None else stage)
+
+
+def forward_step(block: Block, x: Tensor) -> Tensor:
+    """The block's forward pass and nothing else: in train mode its batch norm updates its running statistics."""
+    return block(x)
+
+
+@torch.no_grad()
+def _normalise_batches(bn: torch.nn.BatchNorm2d, x: Tensor, sizes: list[int]) -> Tensor:
+    """``bn`` in train mode called on consecutive slices of ``x`` of the given sizes, computed at once.
+
+    Each slice is normalised by its own mean and biased variance, and the running statistics take the
+    momentum update of each slice in turn (unbiased variance), as ``len(sizes)`` train-mode calls would.
+    """
+    out = torch.empty_like(x)
+    m = bn.momentum
+    for start, size in zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes):
+        batch = x[start:start + size]
+        mean = batch.mean((0, 2, 3))
+        var = batch.var((0, 2, 3), unbiased=False)
+        n = batch.numel() // batch.shape[1]
+        bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
+        bn.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+        bn.num_batches_tracked.add_(1)
+        out[start:start + size] = (batch - mean[:, None, None]) * torch.rsqrt(var[:, None, None] + bn.eps)
+    return out
+
+
+@torch.no_grad()
+def fit_batch_norms(net: SoftHebbNet, images: Images, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
+                    device=None, start_block: int = 0, on_block_done: Callable[[int], None] | None = None,
+                    progress: bool = True, augmentation: str = "none", augment_pad: int = 4,
+                    batches_per_chunk: int = 50) -> None:
+    """The random-weight baseline's unsupervised pass: the batch norms fitted, the weights never changed.
+
+    The baseline is the same network as SoftHebb's with the Hebbian update removed, so its batch
+    norms see the same epoch: the same batches in the same order, the same augmentation draws and the
+    same train/eval modes as :func:`train_unsupervised` (greedy: block ``l``'s batch norm in train
+    mode behind the frozen blocks before it; consecutive: all of them), with momentum updates from
+    each batch of ``batch_size``. The result equals ``train_unsupervised(..., step=forward_step)``
+    up to float rounding (tested), but ``batches_per_chunk`` batches go through the network at once:
+    the per-batch forward passes of small batches, not the statistics, are what such a pass costs.
+    """
+    mode = canonical_mode(mode, stacklevel=2)
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; choose one of {MODES}")
+    net.check_input(images)
+    normalize = net.preset.normalize
+    order = unsupervised_order(len(images), seed)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunks = [range(k, min(k + batches_per_chunk, len(batches))) for k in range(0, len(batches), batches_per_chunk)]
+    stages = range(start_block, len(net.blocks)) if mode == "greedy" else ([None] if start_block == 0 else [])
+    for stage in stages:
+        net.set_learning_block("all" if stage is None else stage)
+        label = "batch norms (all layers)" if stage is None else f"batch norm {stage + 1}/{len(net.blocks)}"
+        indices = (torch.from_numpy(np.concatenate([batches[k] for k in chunk])) for chunk in chunks)
+        for chunk, x in zip(tqdm(chunks, desc=label, disable=not progress, mininterval=2.0, unit="chunk"),
+                            iter_batches(images, indices)):
+            x = to_float(x, device, normalize)
+            sizes = [len(batches[k]) for k in chunk]
+            if augmentation != "none":
+                x = torch.cat([augment(part, augmentation, augment_pad, generator=unsupervised_augment_generator(seed, k))
+                               for part, k in zip(x.split(sizes), chunk)])
+            if stage is None:
+                for block in net.blocks:
+                    x = block.after_norm(_normalise_batches(block.bn, x, sizes))
+            else:
+                _normalise_batches(net.blocks[stage].bn, net.features(x, upto=stage), sizes)
+        net.set_learning_block(None)
+        if on_block_done is not None:
+            on_block_done(len(net.blocks) - 1 if stage is None else stage)
