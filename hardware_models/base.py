@@ -22,7 +22,7 @@ RRAM) ``w_scale = 2 w_max``. Either way the representable range is ``[-w_max, w_
   paper's one epoch, CIFAR-10 layer 1: neuron norms 1.0-9.6, median 4.8; ``max|w|`` 2.9 against
   11.8 initially.)
 * ``w_max_unit / sqrt(fan_in)``: a range sized in units of the rms weight ``1 / sqrt(fan_in)`` of
-  a neuron of norm 1 (SoftHebb's fixed point, SPEC.md §2.6), so one value fits every layer
+  a neuron of norm 1 (SoftHebb's fixed point, docs/algorithm.md §2.6), so one value fits every layer
   whatever its fan-in (e.g. the CIFAR-10 layer-1 figures above are ``max|w| sqrt(fan_in)`` = 25.5
   learnt, 102.5 initially). Initial weights beyond it saturate at ``+-w_max`` when programmed, as
   an over-range write saturates a real device; the neurons start from a smaller norm and the

@@ -1,4 +1,4 @@
-"""Forward activations of SoftHebb blocks (SPEC.md §3)."""
+"""Forward activations of SoftHebb blocks (docs/algorithm.md §3)."""
 from __future__ import annotations
 
 import torch

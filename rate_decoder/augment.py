@@ -1,4 +1,4 @@
-"""Image augmentation of float batches: STL-10's crop + flip and ImageNet's RandomResizedCrop + flip (SPEC.md §5).
+"""Image augmentation of float batches: STL-10's crop + flip and ImageNet's RandomResizedCrop + flip (docs/algorithm.md §5).
 
 Used by the readout (features recomputed per batch) and by ImageNet's unsupervised epoch. Draws come
 from a given CPU generator or torch's global one, so a seeded epoch is reproducible.
@@ -13,7 +13,7 @@ from torch import Tensor
 
 #: ``"none"``, STL-10's ``RandomCrop(pad, reflect)`` + flip, ImageNet's ``RandomResizedCrop`` + flip
 AUGMENTATIONS = ("none", "crop_flip", "resized_crop_flip")
-#: torchvision's ``RandomResizedCrop`` defaults, which the reference code keeps for ImageNet / ImageNette (SPEC.md §5)
+#: torchvision's ``RandomResizedCrop`` defaults, which the reference code keeps for ImageNet / ImageNette (docs/algorithm.md §5)
 RESIZED_CROP_SCALE = (0.08, 1.0)
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 #: attempts per image before torchvision's fallback box, as in ``RandomResizedCrop.get_params``
@@ -24,11 +24,11 @@ def augment(x: Tensor, kind: str, pad: int = 4, scale: tuple[float, float] = RES
             ratio: tuple[float, float] = RESIZED_CROP_RATIO, generator: torch.Generator | None = None) -> Tensor:
     """Augmentation of a float batch ``(B, C, H, W)`` (readout, or ImageNet's unsupervised epoch); same shape out.
 
-    ``"crop_flip"`` (STL-10's ``RandomCrop(96, pad 4, reflect)`` + flip, SPEC.md §5): each image is
+    ``"crop_flip"`` (STL-10's ``RandomCrop(96, pad 4, reflect)`` + flip, docs/algorithm.md §5): each image is
     reflect-padded by ``pad``, cropped back to its size at a uniformly drawn offset, and flipped
     horizontally with probability 1/2.
 
-    ``"resized_crop_flip"`` (ImageNet / ImageNette's ``RandomResizedCrop(160)`` + flip, SPEC.md §5,
+    ``"resized_crop_flip"`` (ImageNet / ImageNette's ``RandomResizedCrop(160)`` + flip, docs/algorithm.md §5,
     which names no scale or ratio, so torchvision's defaults ``scale`` (0.08, 1) and ``ratio`` (3/4, 4/3)):
     each image's box is drawn as :func:`resized_crop_params` says and resized back to ``H x W`` (the
     preset's image size) bilinearly, then flipped with probability 1/2; ``pad`` is unused. One

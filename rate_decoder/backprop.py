@@ -1,4 +1,4 @@
-"""The backprop baseline (SPEC.md §7): the same blocks, with ReLU and ``nn.Conv2d``, trained end to end.
+"""The backprop baseline (docs/algorithm.md §7): the same blocks, with ReLU and ``nn.Conv2d``, trained end to end.
 
 Same optimiser, batch size and learning-rate halvings as the readout (:mod:`rate_decoder.readout`).
 """

@@ -34,10 +34,10 @@ from .validation import (ANY_TEXT, DROPOUT, FLAG, NON_NEGATIVE, NON_NEGATIVE_INT
 #: :func:`rate_decoder.unsupervised.fit_batch_norms`); ``backprop`` trains the same blocks end to end
 RULES = ("softhebb", "soft", "hardwta", "random", "backprop")
 #: greedy: one epoch per block, deeper blocks frozen (the paper's mode); consecutive: all blocks learn from
-#: every batch in one epoch (the reference code's "consecutive" mode, SPEC.md §6.1)
+#: every batch in one epoch (the reference code's "consecutive" mode, docs/algorithm.md §6.1)
 MODES = ("greedy", "consecutive")
 #: deprecated spellings, accepted with a DeprecationWarning: "simultaneous" is the reference code's "consecutive",
-#: whereas the reference's own "simultaneous" is its hybrid Hebbian + backprop mode (SPEC.md §6.1, not implemented)
+#: whereas the reference's own "simultaneous" is its hybrid Hebbian + backprop mode (docs/algorithm.md §6.1, not implemented)
 DEPRECATED_MODES = {"simultaneous": "consecutive"}
 #: dtype of the Hebbian layers' large products (weights and updates stay fp32)
 PRECISIONS = ("fp32", "bf16")
@@ -61,7 +61,7 @@ def canonical_mode(mode: str, stacklevel: int = 2) -> str:
 
 
 def parse_pool(spec: str) -> tuple[str, int, int, int]:
-    """``"max_4_2_1"`` -> ``("max", 4, 2, 1)``: type_kernel_stride_padding (SPEC.md §3); ``ValueError`` if not."""
+    """``"max_4_2_1"`` -> ``("max", 4, 2, 1)``: type_kernel_stride_padding (docs/algorithm.md §3); ``ValueError`` if not."""
     try:
         kind, k, s, p = spec.split("_")
         k, s, p = int(k), int(s), int(p)
@@ -82,7 +82,7 @@ def _pool_spec(where: str, name: str, value):
 
 
 SEED = must_be(lambda v: is_int(v) and 0 <= v < SEED_LIMIT, f"an integer in [0, 2**{SEED_LIMIT.bit_length() - 1})")
-ONE_EPOCH = must_be(lambda v: v == 1 and is_int(v), "1 (the protocol's single unsupervised epoch, SPEC.md §6.1)")
+ONE_EPOCH = must_be(lambda v: v == 1 and is_int(v), "1 (the protocol's single unsupervised epoch, docs/algorithm.md §6.1)")
 
 
 def _layer_tuple(where: str, name: str, value):
@@ -92,7 +92,7 @@ def _layer_tuple(where: str, name: str, value):
 
 @dataclass(frozen=True)
 class LayerSpec(Record):
-    """One hidden block: ``BN -> SoftHebb conv (kernel, neurons) -> activation -> pooling`` (SPEC.md §2-3)."""
+    """One hidden block: ``BN -> SoftHebb conv (kernel, neurons) -> activation -> pooling`` (docs/algorithm.md §2-3)."""
 
     out_channels: int = spec(POSITIVE_INT)
     kernel_size: int = spec(ODD_INT)
@@ -310,7 +310,7 @@ def load_preset(name_or_path: str, layers: int | None = None, width_factor: floa
     """Load a preset by name (see :func:`available_presets`) or from a ``.toml`` path, checked.
 
     ``layers`` picks the depth: the file's ``depth_presets`` table names the paper's own preset for a
-    shallower network (they differ, SPEC.md §4.1); otherwise the first ``layers`` layers are kept
+    shallower network (they differ, docs/algorithm.md §4.1); otherwise the first ``layers`` layers are kept
     (the name gains ``-first<layers>``). ``width_factor`` scales every layer's number of neurons
     (rounded, at least 1). A file's keys are those of :class:`Preset` except ``name`` (the file's
     stem) and ``width_factor``, plus ``depth_presets``.

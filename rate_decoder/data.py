@@ -12,13 +12,13 @@ The data directory comes from :func:`data_dir` alone: there is no default path.
 
 ``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
 ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), each file
-resized to the preset's image size, ``Resize((S, S))`` without a centre crop: SPEC.md §5's test-time
+resized to the preset's image size, ``Resize((S, S))`` without a centre crop: docs/algorithm.md §5's test-time
 preparation of both (the readout's training images are then augmented per batch, see
 :func:`rate_decoder.augment.augment`). Its :meth:`Dataset.subset` is class-balanced, not the first N files. When its
 decoded pixels would exceed :data:`IMAGE_MEMORY_BUDGET` (ImageNet at 160 px: 98 GB) both splits stay
 on disk as :class:`ImageFolderImages`, which index like the tensors they stand for and decode each
 batch when it is asked for. Pixels stay uint8 and become floats in [0, 1] per batch
-(:func:`to_float`): the first block's batch norm is what standardises them (SPEC.md §5); the
+(:func:`to_float`): the first block's batch norm is what standardises them (docs/algorithm.md §5); the
 ImageNet presets also apply ImageNet's mean/std, as the reference code's ``Normalize`` does.
 """
 from __future__ import annotations
@@ -222,7 +222,7 @@ class Dataset:
                        self.y_test[test], self.classes, _head(self.x_unlabeled, n_train), class_sorted=True)
 
     def unsupervised_images(self, split: str = "train") -> Images:
-        """The images of the unsupervised phase: ``"train"`` or ``"unlabeled"`` (SPEC.md §5: STL-10)."""
+        """The images of the unsupervised phase: ``"train"`` or ``"unlabeled"`` (docs/algorithm.md §5: STL-10)."""
         if split == "train":
             return self.x_train
         if split == "unlabeled":

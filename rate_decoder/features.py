@@ -1,4 +1,4 @@
-"""Features of the frozen network for the readout, cached once (SPEC.md §6.2).
+"""Features of the frozen network for the readout, cached once (docs/algorithm.md §6.2).
 
 Without augmentation the features are a deterministic function of the image (every block and batch
 norm in eval mode), so they are computed once: fp16 by default (half the memory), fp32 when a value

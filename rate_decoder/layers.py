@@ -92,7 +92,7 @@ class _Plastic(nn.Module):
                                       error_msgs)
 
     def _initial_weights(self, generator: torch.Generator | None) -> Tensor:
-        """Normal with std ``radius / sqrt(fan_in)``, so that ``E|w_k|^2 = radius^2`` (SPEC.md §2.8)."""
+        """Normal with std ``radius / sqrt(fan_in)``, so that ``E|w_k|^2 = radius^2`` (docs/algorithm.md §2.8)."""
         w = torch.randn(self.weight.shape, generator=generator, dtype=self.weight.dtype, device="cpu")
         return w * (self.radius / math.sqrt(self.weight[0].numel()))
 
@@ -159,12 +159,12 @@ class SoftHebbConv2d(_Plastic):
             ``max |D_k|``) or ``"none"`` (local, raw batch sum: pair it with a small ``lr``) -- or a
             :class:`rules.Normalisation` object, which the layer then holds.
         radius: initial expected weight norm ``> 0`` (25 in the paper).
-        pre_triangle: apply Triangle(1) to ``u`` before the WTA and the output (SPEC.md §2.9).
+        pre_triangle: apply Triangle(1) to ``u`` before the WTA and the output (docs/algorithm.md §2.9).
         synapse: device backend for the weight changes (``None``: exact float).
         compute_dtype: dtype of the two large products (``torch.bfloat16`` halves their time on CPUs
             with AVX512-BF16); weights, softmax and updates stay in ``dtype``. ``None``: ``dtype``.
 
-    The weights are drawn normal with std ``radius / sqrt(C k^2)`` (SPEC.md §2.8): every block
+    The weights are drawn normal with std ``radius / sqrt(C k^2)`` (docs/algorithm.md §2.8): every block
     batch-normalises its input, so the patches are centred and signed weights fit them.
 
     Shape: input ``(B, in_channels, H, W)``, output ``(B, out_channels, H, W)``.
@@ -231,7 +231,7 @@ class SoftHebbConv2d(_Plastic):
 
 
 class SoftHebbLinear(_Plastic):
-    r"""Fully connected SoftHebb layer (SPEC.md §8): ``u = W x``, no bias.
+    r"""Fully connected SoftHebb layer (docs/algorithm.md §8): ``u = W x``, no bias.
 
     The update on a batch ``X (B, D)`` is :math:`D = \tilde Y^T X - \mathrm{diag}(\sum_b \tilde y u) W`,
     normalised and scaled exactly as in :class:`SoftHebbConv2d`. The default rule is plain ``"soft"``,
@@ -245,10 +245,10 @@ class SoftHebbLinear(_Plastic):
 
             * ``"positive"`` (default) -- uniform :math:`U(0, a)`, :math:`a = \sqrt{3 R^2 / N}`. The
               reference code draws positive weights for every layer without a batch norm in front
-              of it, as in its fully connected preset ``2SoftMlpMNIST`` (SPEC.md §8), whose inputs
+              of it, as in its fully connected preset ``2SoftMlpMNIST`` (docs/algorithm.md §8), whose inputs
               (pixels in ``[0, 1]``) are not centred.
             * ``"normal"`` -- :math:`N(0, R^2 / N)`, the reference's choice for a layer behind a
-              batch norm (SPEC.md §2.8), whose inputs are centred.
+              batch norm (docs/algorithm.md §2.8), whose inputs are centred.
 
     Shape: input ``(B, in_features)``, output ``(B, out_features)``.
 

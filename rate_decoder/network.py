@@ -1,4 +1,4 @@
-"""The multilayer SoftHebb network of a preset (SPEC.md §3-4): hidden blocks plus the linear readout.
+"""The multilayer SoftHebb network of a preset (docs/algorithm.md §3-4): hidden blocks plus the linear readout.
 
 A block is ``BatchNorm2d(affine=False) -> conv -> activation -> pooling``. Its batch norm is in
 train mode only while that block learns without supervision; at every other time (later layers
@@ -20,14 +20,14 @@ COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def configure_cpu() -> None:
-    """Flush denormals to zero: early softmax outputs are denormal and slow CPU kernels ~10x (SPEC.md §12.17)."""
+    """Flush denormals to zero: early softmax outputs are denormal and slow CPU kernels ~10x (docs/algorithm.md §12.17)."""
     for dtype in (np.float16, np.float32, np.float64):
         np.finfo(dtype)  # cache numpy's float limits first: computed under flush-to-zero they warn
     torch.set_flush_denormal(True)
 
 
 def make_pool(spec: str) -> nn.Module:
-    """``max_4_2_1`` / ``avg_2_2_0`` -> pooling module (type_kernel_stride_padding, SPEC.md §3)."""
+    """``max_4_2_1`` / ``avg_2_2_0`` -> pooling module (type_kernel_stride_padding, docs/algorithm.md §3)."""
     kind, k, s, p = parse_pool(spec)
     if kind == "max":
         return nn.MaxPool2d(k, s, p)

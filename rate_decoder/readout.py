@@ -1,4 +1,4 @@
-"""The linear readout on the frozen network's features (SPEC.md §6.2).
+"""The linear readout on the frozen network's features (docs/algorithm.md §6.2).
 
 Dropout on the flattened features, Adam(1e-3), batch 64, the learning rate halved after epochs
 floor({0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9} * E) (the reference code's CustomStepLR), and the last

@@ -1,4 +1,4 @@
-"""The SoftHebb plasticity rule as pure functions (SPEC.md §2 and §8).
+"""The SoftHebb plasticity rule as pure functions (docs/algorithm.md §2 and §8).
 
 Every network of the project -- the rate-coded layers, the spiking network's cross-checks and the
 synaptic device backends -- computes its update through these functions, so the rule exists once.
@@ -6,20 +6,20 @@ synaptic device backends -- computes its update through these functions, so the 
 Rules (the post-synaptic factor ``y~`` of the update):
 
 * ``"softhebb"`` -- soft winner-take-all with the soft anti-Hebbian sign: the argmax of ``u`` keeps
-  ``+y``, every other neuron gets ``-y`` (SPEC.md §2.3, the rule of all reported results).
+  ``+y``, every other neuron gets ``-y`` (docs/algorithm.md §2.3, the rule of all reported results).
 * ``"soft"`` -- plain SoftHebb, ``y~ = y`` (no anti-Hebbian term).
-* ``"hardwta"`` -- one-hot ``y~`` at the argmax (the hard-WTA baseline, SPEC.md §7).
+* ``"hardwta"`` -- one-hot ``y~`` at the argmax (the hard-WTA baseline, docs/algorithm.md §7).
 
 Update normalisations (the divisor of the raw update ``D``, one object per name in
 :data:`NORMALISATIONS`, built by :func:`make_normalisation`):
 
 * ``"global"`` -- :class:`LayerMax`: divide the update by its largest magnitude over the whole layer
-  (SPEC.md §2.5). This is what the paper does; it is not local to a synapse.
+  (docs/algorithm.md §2.5). This is what the paper does; it is not local to a synapse.
 * ``"fixed"`` -- :class:`FixedGain`: divide by a constant gain, the ``max |D|`` of the first batch,
   frozen. Every later change depends only on the synapse's own activity and its neuron's norm, as
   on a chip with a programmed gain. The only stateful one: its gain is saved with the layer.
 * ``"neuron"`` -- :class:`NeuronMax`: divide each neuron's update by its own largest magnitude,
-  ``max_i |D_ki|``. Not the paper's rule (SPEC.md §12 warns that it changes the dynamics) and not
+  ``max_i |D_ki|``. Not the paper's rule (docs/algorithm.md §12 warns that it changes the dynamics) and not
   local to a synapse, but local to a neuron, like the norm its learning rate already depends on: it
   measures how much of the paper's accuracy a neuron-level gain keeps once the layer-wide maximum
   is gone.
@@ -50,7 +50,7 @@ def soft_wta(u: Tensor, inverse_temperature: float, dim: int = 1) -> Tensor:
 def signed_post(u: Tensor, inverse_temperature: float, rule: str = "softhebb", dim: int = 1) -> Tensor:
     """Signed post-synaptic activity ``y~`` of the chosen rule (see the module docstring).
 
-    The winner is the argmax of the raw ``u`` (first index on ties), as in SPEC.md §2.3. The winner
+    The winner is the argmax of the raw ``u`` (first index on ties), as in docs/algorithm.md §2.3. The winner
     is written with one scatter instead of a one-hot mask: a one-hot of ``K x B*L`` int64 was a third
     of the plasticity step's time in the first CIFAR layer.
     """
@@ -84,12 +84,12 @@ def unfold_patches(x_padded: Tensor, kernel_size: int) -> Tensor:
 
 
 def linear_update(x: Tensor, u: Tensor, post: Tensor, weight: Tensor, compute_dtype=None) -> Tensor:
-    r"""Raw update :math:`D = \tilde Y^T X - \mathrm{diag}(\sum_b \tilde y_{bk} u_{bk}) W` (SPEC.md §2.4, §8).
+    r"""Raw update :math:`D = \tilde Y^T X - \mathrm{diag}(\sum_b \tilde y_{bk} u_{bk}) W` (docs/algorithm.md §2.4, §8).
 
     Shapes: ``x (N, D)``, ``u`` and ``post`` ``(N, K)``, ``weight (K, D)``; returns a fresh ``(K, D)``.
     A convolution is this rule on its patches (``x`` = :func:`unfold_patches`, ``N = B*H*W``): the
     Hebbian term is then one matrix product with inner dimension ``B*H*W``, which on a 2-core CPU ran
-    at 1.5-3x the speed of the swapped convolution of SPEC.md §2.4 for the deeper CIFAR layers.
+    at 1.5-3x the speed of the swapped convolution of docs/algorithm.md §2.4 for the deeper CIFAR layers.
     ``compute_dtype`` (e.g. ``torch.bfloat16``) is the dtype of that product's operands.
     """
     delta = _product(post.T.contiguous(), x, compute_dtype)  # a contiguous left operand: ~10 % faster GEMM
@@ -162,7 +162,7 @@ class Normalisation:
 
 
 class LayerMax(Normalisation):
-    """``"global"``: ``max |D| + 1e-30`` over the whole layer (SPEC.md §2.5), the paper's rule."""
+    """``"global"``: ``max |D| + 1e-30`` over the whole layer (docs/algorithm.md §2.5), the paper's rule."""
 
     name = "global"
 
@@ -192,7 +192,7 @@ class NoNormalisation(Normalisation):
 class FixedGain(Normalisation):
     """``"fixed"``: a constant gain, ``max |D| + 1e-30`` of the first batch, then frozen.
 
-    The first step therefore moves the weights as far as the paper's (SPEC.md §2.5); later steps
+    The first step therefore moves the weights as far as the paper's (docs/algorithm.md §2.5); later steps
     divide by the same constant, so each synapse's change depends only on its own pre- and
     post-synaptic activity and its neuron's norm, as on a chip with a programmed gain. The layer
     calibrates on the raw update computed at the weights' precision, so the gain does not depend on
@@ -281,7 +281,7 @@ def neuron_norms(weight: Tensor) -> Tensor:
 
 
 def norm_learning_rate(weight: Tensor, lr: float, power: float) -> Tensor:
-    r"""Per-neuron learning rate :math:`\eta_k = \eta (|\,\|w_k\|_2 - 1| + 10^{-10})^q` (SPEC.md §2.6).
+    r"""Per-neuron learning rate :math:`\eta_k = \eta (|\,\|w_k\|_2 - 1| + 10^{-10})^q` (docs/algorithm.md §2.6).
 
     It falls to ~0 as a neuron's norm converges to 1: the rule's own stopping criterion.
     """
@@ -289,7 +289,7 @@ def norm_learning_rate(weight: Tensor, lr: float, power: float) -> Tensor:
 
 
 def scale_update(delta: Tensor, weight: Tensor, lr: float, lr_power: float, divisor: Tensor | float) -> Tensor:
-    r"""``dW = eta_k D_k / divisor`` (SPEC.md §2.5-2.7), scaled in place in ``delta``'s own buffer.
+    r"""``dW = eta_k D_k / divisor`` (docs/algorithm.md §2.5-2.7), scaled in place in ``delta``'s own buffer.
 
     A constant divisor (a Python number: ``"none"``, ``"fixed"``) is folded into the base rate,
     ``eta_k = (lr / divisor) (...)^q``; a per-batch tensor divides the per-neuron rates.
@@ -341,7 +341,7 @@ def conv_step(
 
     A convolution is :func:`plastic_update` applied to its patches: every position of every image
     is one input row. ``transform`` optionally maps the raw ``u`` before the WTA and the update (the
-    code's ``pre_triangle``, SPEC.md §2.9); ``u`` returned is the transformed one. ``compute_dtype``
+    code's ``pre_triangle``, docs/algorithm.md §2.9); ``u`` returned is the transformed one. ``compute_dtype``
     is the dtype of the two large products; the rest stays in the weights' dtype.
     """
     u = conv_forward(x_padded, weight, compute_dtype)  # oneDNN's convolution beat unfold + GEMM here

@@ -1,4 +1,4 @@
-"""The unsupervised epoch (SPEC.md §6.1): greedy (one epoch per block) or consecutive (all blocks at once).
+"""The unsupervised epoch (docs/algorithm.md §6.1): greedy (one epoch per block) or consecutive (all blocks at once).
 
 The loop takes a per-block step, :func:`learn_step` (the Hebbian update) by default, so another use of
 the same epoch -- the same batches, augmentation draws and batch-norm modes, with some other work
@@ -23,12 +23,12 @@ BlockStep = Callable[[Block, Tensor], Tensor]
 
 
 def learn_step(block: Block, x: Tensor) -> Tensor:
-    """One Hebbian update of ``block`` on ``x``; the block's output with its pre-step weights (SPEC.md §2.7)."""
+    """One Hebbian update of ``block`` on ``x``; the block's output with its pre-step weights (docs/algorithm.md §2.7)."""
     return block.learn(x)
 
 
 def unsupervised_order(n: int, seed: int) -> np.ndarray:
-    """The shuffled presentation order; in greedy mode every layer sees this same order (SPEC.md §5)."""
+    """The shuffled presentation order; in greedy mode every layer sees this same order (docs/algorithm.md §5)."""
     return np.random.default_rng(seed).permutation(n)
 
 
@@ -51,19 +51,19 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
 
     Greedy: block ``l`` steps while blocks ``< l`` are frozen and in eval mode; only blocks up to
     ``l`` are computed. Consecutive: every block steps on each batch, each on the output its
-    predecessor's step returned (for :func:`learn_step`: computed with the pre-step weights, SPEC.md
+    predecessor's step returned (for :func:`learn_step`: computed with the pre-step weights, docs/algorithm.md
     §2.7), all batch norms in train mode. ``mode="simultaneous"``, the former name of consecutive,
     is accepted with a ``DeprecationWarning``. ``on_block_done(l)`` is called after block ``l``
     (greedy) or after the epoch (consecutive, with the last index), e.g. to write a checkpoint.
 
     ``augmentation`` (a kind of :func:`~rate_decoder.augment.augment`, ``augment_pad`` its padding)
     transforms each float batch before the first block: the reference code's ``ImageNet_1160``
-    unsupervised epoch uses RandomResizedCrop + flip (SPEC.md §5, §10 #13), here of the stored
+    unsupervised epoch uses RandomResizedCrop + flip (docs/algorithm.md §5, §10 #13), here of the stored
     ``Resize((S, S))`` copy as for the readout. Batch ``k``'s draws come from
     :func:`unsupervised_augment_generator` ``(seed, k)``, so in greedy mode every layer sees the same
     augmented images, as in the reference: its ``make_data_loaders`` re-seeds torch
     (``seed_init_fn``) at every loader construction, once per layer, and the loader's workers take
-    their seeds, hence their crops, from it (SPEC.md §5: the same batch order for every layer).
+    their seeds, hence their crops, from it (docs/algorithm.md §5: the same batch order for every layer).
     ``"none"`` adds nothing to the loop.
     """
     mode = canonical_mode(mode, stacklevel=2)

@@ -37,7 +37,7 @@ def load_mnist(split: str = "train", n: int | None = None) -> tuple[np.ndarray, 
 
 
 def pad_reflect(images: np.ndarray, kernel_size: int) -> np.ndarray:
-    """Reflect padding by ``(k - 1) / 2`` on all sides, as the SoftHebb conv layer does (SPEC.md §2.1)."""
+    """Reflect padding by ``(k - 1) / 2`` on all sides, as the SoftHebb conv layer does (docs/algorithm.md §2.1)."""
     p = (kernel_size - 1) // 2
     return np.pad(images, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
 

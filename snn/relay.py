@@ -1,7 +1,7 @@
 r"""A second spiking SoftHebb layer driven by the first layer's output spike trains (relayed spike by spike).
 
 The rate network's block boundary is ``activation -> max pool 4/2/1 -> batch norm -> next conv``
-(SPEC.md §3). In spikes:
+(docs/algorithm.md §3). In spikes:
 
 * **Layer 1** (:class:`snn.layer.SpikingSoftHebb`, learning off) is presented every position of an
   image; its output neuron ``c`` at position ``q`` fires a spike train whose rate is

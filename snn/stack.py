@@ -1,6 +1,6 @@
 """Stacking spiking SoftHebb layers by counts: layer 2 learns from what layer 1's output spike counts say.
 
-The count relay mirrors the rate network's block boundary (SPEC.md §3: ... -> activation -> pooling ->
+The count relay mirrors the rate network's block boundary (docs/algorithm.md §3: ... -> activation -> pooling ->
 batch norm -> next conv). Layer 1 is presented every position of each image with learning off; its
 spike counts in the counting window, divided by ``R T``, estimate ``softmax(t u)`` per position
 (:func:`count_maps`, :func:`snn.decoding.shares_from_counts`). These maps are max-pooled as in the

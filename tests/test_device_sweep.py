@@ -67,7 +67,7 @@ def test_weight_stats_of_initial_weights(capsys):
 
     weight_stats.main(["--initial", "digits"])
     line = capsys.readouterr().out.strip()
-    # the initial norms are radius 25 in expectation (SPEC.md §2.8): the median of the layer's neurons near it
+    # the initial norms are radius 25 in expectation (docs/algorithm.md §2.8): the median of the layer's neurons near it
     median = float(line.split("neuron norms median ")[1].split()[0])
     assert line.startswith("layer 1: fan-in") and abs(median - 25) < 5
     with pytest.raises(SystemExit):

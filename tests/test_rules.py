@@ -1,4 +1,4 @@
-"""The rule against a direct, loop-based evaluation of SPEC.md §2.3-2.7 in float64."""
+"""The rule against a direct, loop-based evaluation of docs/algorithm.md §2.3-2.7 in float64."""
 import math
 
 import numpy as np
@@ -10,7 +10,7 @@ from rate_decoder.layers import SoftHebbConv2d, SoftHebbLinear
 
 
 def _signed(u, t, rule):
-    """y~ of one sample's pre-activations ``u (K,)``, by the definitions of SPEC.md §2.2-2.3."""
+    """y~ of one sample's pre-activations ``u (K,)``, by the definitions of docs/algorithm.md §2.2-2.3."""
     winner = int(np.argmax(u))
     e = np.exp(t * (u - u.max()))
     y = e / e.sum()
@@ -24,7 +24,7 @@ def _signed(u, t, rule):
 def reference_conv_update(x, w, t, rule="softhebb", pre_triangle=False):
     """Raw update D: loop over samples, positions, neurons and synapses; numpy float64, nothing vectorised.
 
-    ``pre_triangle`` replaces u by max(u - mean over neurons, 0) before the WTA and the update (SPEC.md §2.9).
+    ``pre_triangle`` replaces u by max(u - mean over neurons, 0) before the WTA and the update (docs/algorithm.md §2.9).
     """
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
@@ -50,7 +50,7 @@ def reference_conv_update(x, w, t, rule="softhebb", pre_triangle=False):
 
 
 def reference_linear_update(x, w, t, rule="soft"):
-    """Raw update D of a fully connected layer (SPEC.md §8), one sample, neuron and synapse at a time."""
+    """Raw update D of a fully connected layer (docs/algorithm.md §8), one sample, neuron and synapse at a time."""
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     K, N = w.shape

@@ -1,4 +1,4 @@
-"""Augmentation of the unsupervised epoch (ImageNet's RandomResizedCrop + flip, SPEC.md §5, §10 #13).
+"""Augmentation of the unsupervised epoch (ImageNet's RandomResizedCrop + flip, docs/algorithm.md §5, §10 #13).
 
 A two-layer network on scikit-learn's 8x8 digits: each unsupervised run takes well under a second.
 """
@@ -154,7 +154,7 @@ def test_unknown_kind_fails_before_training(tmp_path, monkeypatch, images):
 
 
 def test_presets_follow_the_reference():
-    """ImageNet's unsupervised epoch is augmented in the reference code; ImageNette's is not (SPEC.md §5)."""
+    """ImageNet's unsupervised epoch is augmented in the reference code; ImageNette's is not (docs/algorithm.md §5)."""
     assert load_preset("imagenet").unsupervised.augment == "resized_crop_flip"
     assert load_preset("imagenette").unsupervised.augment == "none"
     assert load_preset("cifar10").unsupervised.augment == "none"
