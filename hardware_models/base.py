@@ -180,7 +180,7 @@ class SynapseDevice:
             raise ValueError(f"seconds must be a non-negative finite number, got {seconds}")
         self.time += float(seconds)
 
-    # ------------------------------------------------------------------ helpers for the models
+    # ------------------------------------------------------------------ shared by the models
     @torch.no_grad()
     def pulse_counts(self, dw: Tensor) -> Tensor:
         """Signed pulse counts for the update ``dw``: stochastically rounded or accumulated (module docstring).

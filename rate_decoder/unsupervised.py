@@ -43,6 +43,26 @@ def unsupervised_augment_generator(seed: int, batch_index: int) -> torch.Generat
     return torch.Generator().manual_seed(int(state))
 
 
+def _epoch_plan(net: SoftHebbNet, images: Images, mode: str, batch_size: int, seed: int, start_block: int,
+                augmentation: str) -> tuple[list[np.ndarray], list]:
+    """The checked arguments' batches (index arrays in presentation order) and stages still to run.
+
+    A stage is a block index (greedy: one epoch per block, from ``start_block``) or ``None`` (consecutive:
+    one epoch for all blocks, none left once a block is done).
+    """
+    mode = canonical_mode(mode, stacklevel=3)
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; choose one of {MODES}")
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown unsupervised augmentation {augmentation!r}; choose one of {AUGMENTATIONS}")
+    net.check_input(images)
+    order = unsupervised_order(len(images), seed)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if mode == "greedy":
+        return batches, list(range(start_block, len(net.blocks)))
+    return batches, [None] if start_block == 0 else []
+
+
 def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
                        device=None, start_block: int = 0, on_block_done: Callable[[int], None] | None = None,
                        progress: bool = True, augmentation: str = "none", augment_pad: int = 4,
@@ -66,18 +86,8 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
     their seeds, hence their crops, from it (docs/algorithm.md §5: the same batch order for every layer).
     ``"none"`` adds nothing to the loop.
     """
-    mode = canonical_mode(mode, stacklevel=2)
-    if mode not in MODES:
-        raise ValueError(f"unknown training mode {mode!r}; choose one of {MODES}")
-    if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"unknown unsupervised augmentation {augmentation!r}; choose one of {AUGMENTATIONS}")
-    net.check_input(images)
+    batches, stages = _epoch_plan(net, images, mode, batch_size, seed, start_block, augmentation)
     normalize = net.preset.normalize
-    order = unsupervised_order(len(images), seed)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if start_block >= len(net.blocks):
-        return
-    stages = range(start_block, len(net.blocks)) if mode == "greedy" else [None]
     for stage in stages:
         net.set_learning_block("all" if stage is None else stage)
         label = "unsupervised (all layers)" if stage is None else f"unsupervised layer {stage + 1}/{len(net.blocks)}"
@@ -139,15 +149,9 @@ def fit_batch_norms(net: SoftHebbNet, images: Images, mode: str = "greedy", batc
     up to float rounding (tested), but ``batches_per_chunk`` batches go through the network at once:
     the per-batch forward passes of small batches, not the statistics, are what such a pass costs.
     """
-    mode = canonical_mode(mode, stacklevel=2)
-    if mode not in MODES:
-        raise ValueError(f"unknown training mode {mode!r}; choose one of {MODES}")
-    net.check_input(images)
+    batches, stages = _epoch_plan(net, images, mode, batch_size, seed, start_block, augmentation)
     normalize = net.preset.normalize
-    order = unsupervised_order(len(images), seed)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     chunks = [range(k, min(k + batches_per_chunk, len(batches))) for k in range(0, len(batches), batches_per_chunk)]
-    stages = range(start_block, len(net.blocks)) if mode == "greedy" else ([None] if start_block == 0 else [])
     for stage in stages:
         net.set_learning_block("all" if stage is None else stage)
         label = "batch norms (all layers)" if stage is None else f"batch norm {stage + 1}/{len(net.blocks)}"
