@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
                    help="greedy: one epoch per layer (paper); consecutive: all layers learn from each batch "
                         "(the reference code's 'consecutive'; formerly 'simultaneous', still accepted)")
     t.add_argument("--rule", choices=RULES, default="softhebb",
-                   help="softhebb (paper), soft (no anti-Hebbian), hardwta, random (no unsupervised phase), backprop")
+                   help="softhebb (paper), soft (no anti-Hebbian), hardwta, random (initial weights, batch norms fitted), backprop")
     t.add_argument("--normalisation", choices=NORMALISATIONS, default="global",
                    help="global: max-normalisation of each update (paper); fixed: a constant gain calibrated on the "
                         "first batch (the local variant a chip or a spiking network can compute); neuron: each neuron's own "
