@@ -2,21 +2,52 @@ r"""The Brian2 circuit of a spiking SoftHebb layer: inputs, soft winner-take-all
 
 A spiking layer is one circuit: an input population (:class:`InputModel`: ON/OFF pixels in
 :mod:`snn.layer`, relayed spike trains in :mod:`snn.relay`) projects through plastic synapses onto
-``K`` output neurons, which project onto one inhibitory unit that sums their activity and feeds the
-two normalisers back. Constants are in :class:`snn.params.SpikingParams`.
+``K`` excitatory output neurons, whose competition is set by inhibition. Constants are in
+:class:`snn.params.SpikingParams`; ``wta`` picks one of two inhibitions.
 
 * **Pre-activation.** Every input holds a trace ``a_i``; each input event adds ``w_ki ev_i`` to
   ``u_k``, which decays with ``tau`` like the traces, so ``u_k = w_k . a`` without a per-step sum over
   synapses. Inputs whose trace has a constant part, ``a_i = b_i + s_i`` (``biased=True``), drive
   ``u_k = beta_k + v_k``: a bias current ``beta_k = w_k . b`` that the plastic synapses keep up to date
   (``beta_k += dw_ki b_i``) and a decaying part ``v_k`` that the events move.
-* **Soft WTA.** Output ``k`` fires with probability ``R p_k dt`` per step,
-  :math:`p_k = e^{t u_k} / Z`, :math:`Z = \sum_l e^{t u_l}` summed by the inhibitory unit and read
-  back (the population fires at total rate ``R``; a neuron's share of the spikes is ``softmax(t u)``).
-  ``e^{t u_k}`` is computed once per step, with the decay of ``u``, and shared by everything below.
-* **Winner flag.** A second, sharp normaliser :math:`Z_2 = \sum_l p_l^s` (``s`` =
-  ``winner_sharpness``); neuron ``k`` is the winner when :math:`p_k^s > Z_2 / 2`, i.e. when it holds
-  the argmax of ``u``, unless others are within ``ln(K - 1) / (s t)`` of it (then none is flagged).
+
+* **Soft WTA by spiking inhibition** (``wta="circuit"``). Neuron ``k`` holds an inhibitory potential
+  ``h_k`` beside ``u_k`` and fires with exponential escape noise: in each step with probability
+  ``rho_k dt``, :math:`\rho_k = R\,e^{t u_k - h_k}` (the Bernoulli draw saturates at one spike per
+  step). One inhibitory integrate-and-fire neuron receives every excitatory spike through a synapse
+  (weight 1, delay ``inhibition_delay``), fires once per unit of its potential (threshold 1/2,
+  reset ``-1``: a relay that fires at most once per step and keeps a backlog), and each of its spikes
+  raises every ``h_k`` by ``J`` through an inhibitory synapse. A tonic drive lowers ``h_k`` by
+  ``J R`` per second while the neuron may fire. So:
+
+  - *Shares.* All ``h_k`` receive the same inhibitory spikes and drift alike, so at every instant
+    :math:`\rho_k / \sum_l \rho_l = e^{t u_k} / \sum_l e^{t u_l} = \mathrm{softmax}(t u)_k`, whatever
+    ``h``: the firing shares are the softmax exactly for a steady ``u``, and for the trace-noisy
+    ``u`` of a presentation they are its rate-weighted mean (the circuit's bias against the ideal
+    mode comes only from the correlation of ``h`` with the noise of ``u``).
+  - *Total rate.* The inhibitory neuron fires as often as the excitatory ones, so
+    :math:`E[dh/dt] = J(\rho_{tot} - R)`: integral feedback, whose only fixed point is
+    :math:`\rho_{tot} = R`, i.e. :math:`h = \log \sum_l e^{t u_l}` (the log of the ideal mode's
+    ``Z``). Around it, ``d(h - h*)/dt = -J R (h - h*)``: a new patch's ``log Z`` is tracked with time
+    constant ``1 / (J R)`` (fast when the rate is too high, at most ``J R`` per second when too low);
+    each inhibitory spike moves the total rate by a factor ``e^{-J}`` (noise of the total count,
+    not of the shares), and the loop's delay (two steps plus ``inhibition_delay``) must stay well
+    below ``1 / (J R)``. ``h`` carries over from one presentation to the next.
+  - *Winner signal.* A neuron sees its own drive against its own inhibition:
+    ``ex_k = e^{t u_k - h_k} = rho_k / R``, which is its share ``p_k`` once the rate has settled.
+    It takes the Hebbian sign when ``ex_k > winner_share`` (1/2 by default: then at most one neuron
+    does in steady state, and it is the argmax of ``u``), the anti-Hebbian one otherwise. It
+    disagrees with argmax ``u`` when the largest share is below ``winner_share`` (no winner) or
+    while ``h`` is off its fixed point.
+
+* **Soft WTA by an ideal normaliser** (``wta="ideal"``, the reference the circuit is measured
+  against). Output ``k`` fires with probability ``R p_k dt`` per step, :math:`p_k = e^{t u_k} / Z`,
+  :math:`Z = \sum_l e^{t u_l}` summed by one non-spiking unit and read back at once (the population
+  fires at total rate ``R`` exactly). The winner flag uses a second, sharp normaliser
+  :math:`Z_2 = \sum_l p_l^s` (``s`` = ``winner_sharpness``): neuron ``k`` is the winner when
+  :math:`p_k^s > Z_2 / 2`, i.e. when it holds the argmax of ``u``, unless others are within
+  ``ln(K - 1) / (s t)`` of it (then none is flagged).
+
 * **Plasticity** on each output spike of neuron ``k``, for each synapse ``i``:
 
   .. math:: \Delta w_{ki} = \frac{\eta\,(|\,\|w_k\| - 1| + 10^{-10})^q}{R\,T_{learn}}\,
@@ -26,16 +57,21 @@ two normalisers back. Constants are in :class:`snn.params.SpikingParams`.
   change per presentation is ``eta_k y~_k (x - u_k w_k)``: the rate rule of :mod:`rate_decoder.rules`
   with ``normalisation="none"`` (the global max-normalisation is not local). ``|w_k|^2`` is kept up to
   date incrementally in the synaptic code; ``eta_k`` and the sign are fixed in the neuron's reset,
-  which runs before the synapses' ``on_post``, from the state before this spike's update.
-* **Order within a step.** ``u`` decays and ``e^{t u}``, ``Z``, ``Z_2`` are computed (``groups``), the
-  outputs draw their spikes from that state, the input events of the step then move ``u``
-  (``synapses``) and the plastic update of a spike reads ``a`` and ``u`` after them (``after_resets``).
+  which runs before the synapses' ``on_post``, from the state before this spike's update. With a
+  synaptic device attached per event (:mod:`snn.device_events`), ``Delta w`` becomes programming
+  pulses inside the same ``on_post`` and the weight is what the device reads back.
+* **Order within a step.** ``u`` decays, ``h`` drifts and ``e^{t u (- h)}`` (and, ideal, ``Z``, ``Z_2``)
+  are computed (``groups``); the outputs and the inhibitory neuron draw their spikes from that
+  state; the input events of the step then move ``u``, the excitatory spikes reach the inhibitory
+  neuron and its spikes reach ``h`` (``synapses``); the plastic update of a spike reads ``a`` and
+  ``u`` after them (``after_resets``).
 * **Presentation.** Every ``t_present`` the inputs load the next patch and ``u`` restarts at 0; the
   outputs are silent in the first ``t_blank`` and in the padding presentations of a chunk
-  (``gate = 0``), so those change no weight.
+  (``gate = 0``), so those change no weight and do not move ``h``.
 * **Counting and recording.** Spike counts per presentation come from a cumulative count per neuron
-  sampled once per presentation. Output spikes and input events are recorded only when a run asks
-  (a run-time flag gating a custom ``recorded`` event), so the same compiled project serves both.
+  sampled once per presentation. Output spikes (with their sign), inhibitory spikes and input events
+  are recorded only when a run asks (run-time flags gating custom ``recorded`` events), so the same
+  compiled project serves both.
 * **Randomness.** The shared variable ``rng_seed`` holds the seed of the run (see :mod:`snn.simulation`).
 
 :mod:`snn.simulation` builds and runs these objects.
@@ -47,15 +83,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from brian2 import Equations, EventMonitor, Network, NeuronGroup, StateMonitor, Synapses, TimedArray, linked_var, second
 
-from .params import SpikingParams
+from .params import WTA_MODES, SpikingParams
 
 # --- output population (Brian2 code; values come from the namespace, never pasted in) -----------------
 OUTPUT_EQS = """
 ex : 1
-Z : 1 (linked)
-Z2 : 1 (linked)
-p = ex / Z : 1
-winner = int(p**sharpness > 0.5 * Z2) : 1
 wsq : 1
 lrfac : 1
 spk_sign : 1
@@ -63,6 +95,7 @@ count : 1
 gate : 1
 t_on : second
 t_spike : second
+learning = int(t - t_on > t_blank - 0.5 * dt) : 1
 inv_temp : 1 (shared)
 lr : 1 (shared)
 lr_power : 1 (shared)
@@ -70,31 +103,66 @@ anti : 1 (shared)
 record_spikes : 1 (shared)
 rng_seed : 1 (shared)
 """
+#: the inhibition's part of the output population, per ``wta`` mode
+WTA_EQS = {
+    "ideal": """
+Z : 1 (linked)
+Z2 : 1 (linked)
+p = ex / Z : 1
+winner = int(p**sharpness > 0.5 * Z2) : 1
+""",
+    "circuit": """
+h : 1
+h_seen : 1
+drift : 1 (shared)
+seen_rate : 1 (shared)
+log_winner_share : 1 (shared)
+winner = int(inv_temp * u - h_seen > log_winner_share) : 1
+"""}
 #: ``u`` of plain inputs, and of inputs with a constant part (bias current ``beta`` + decaying ``v``)
 PREACTIVATION = {False: "u : 1", True: "u = beta + v : 1\nv : 1\nbeta : 1"}
-OUTPUT_THRESHOLD = "gate > 0.5 and t - t_on > t_blank - 0.5 * dt and rand() * Z < rate * dt * ex"
+# ideal: the outputs fire in the learning window only; circuit: from the onset, so that the inhibition
+# settles on the new patch during t_blank (those spikes neither count nor learn)
+OUTPUT_THRESHOLD = {"ideal": "gate > 0.5 and learning > 0.5 and rand() * Z < rate * dt * ex",
+                    "circuit": "gate > 0.5 and rand() < rate * dt * ex"}
+#: per step, after the decay of ``u``: the escape drive (and, circuit, the tonic drift of ``h``)
+OUTPUT_DRIVE = {"ideal": "ex = exp(inv_temp * u)",
+                "circuit": "h = h - drift * int(gate > 0.5)\nh_seen += seen_rate * (h - h_seen)\n"
+                           "ex = exp(clip(inv_temp * u - h, -700, 700))"}
 OUTPUT_RESET = """
 spk_sign = 1 - 2 * anti * (1 - winner)
-lrfac = (abs(sqrt(wsq) - 1) + 1e-10)**lr_power
-count += 1
+lrfac = learning * (abs(sqrt(wsq) - 1) + 1e-10)**lr_power
+count += learning
 t_spike = t
 """
-OUTPUT_RECORDED = "record_spikes > 0.5 and t - t_spike < 0.5 * dt"
-INHIBITION_EQS = """
+OUTPUT_RECORDED = "record_spikes > 0.5 and learning > 0.5 and t - t_spike < 0.5 * dt"  # the counted spikes
+# ideal: one non-spiking unit sums the population and is read back as linked variables
+NORMALISER_EQS = """
 Zsum : 1
 Z2sum : 1
 """
-TO_INHIBITION = """
+TO_NORMALISER = """
 Zsum_post = ex_pre : 1 (summed)
 Z2sum_post = (ex_pre / Zsum_post)**sharpness : 1 (summed)
 """
-SYNAPSE_EQS = "w : 1"
-SYNAPSE_ON_POST = """
-dw = lr_post * lrfac_post * spk_sign_post * (a_pre - u_post * w) / (rate * t_learn)
-wsq_post += dw * (2 * w + dw)
-w += dw
+# circuit: one inhibitory integrate-and-fire neuron, excitatory -> inhibitory -> excitatory synapses
+INHIBITORY_EQS = """
+v_inh : 1
+record_inhibitory : 1 (shared)
 """
-BIAS_ON_POST = "beta_post += dw * b_pre"
+INHIBITORY_THRESHOLD = "v_inh > 0.5"
+INHIBITORY_RESET = "v_inh -= 1"
+TO_INHIBITORY = "v_inh_post += 1"
+INHIBITION_EQS = "J : 1 (shared)"
+INHIBITION_ON_PRE = "h_post += J"
+SYNAPSE_EQS = "w : 1"
+#: the rule's change of a synapse on a spike of its neuron; then ``apply`` (float or device) sets ``w``
+RULE_DW = "dw_rule = lr_post * lrfac_post * spk_sign_post * (a_pre - u_post * w) / (rate * t_learn)"
+FLOAT_APPLY = """
+wsq_post += dw_rule * (2 * w + dw_rule)
+w += dw_rule
+"""
+BIAS_ON_POST = "beta_post += (w - w_before) * b_pre"
 INPUT_RECORD_EQS = "record_inputs : 1 (shared)"
 
 
@@ -103,13 +171,41 @@ def decaying(biased: bool) -> str:
     return "v" if biased else "u"
 
 
-def output_code(biased: bool) -> dict[str, str]:
-    """The output population's code for plain or biased inputs (composed from the pieces above)."""
+@dataclass(frozen=True)
+class SynapseCode:
+    """How a plastic event changes a synapse: extra synaptic variables and the code that turns the
+    rule's change ``dw_rule`` into the new ``w`` (and keeps ``wsq_post`` up to date). The default is
+    float weights; :mod:`snn.device_events` gives the device models' code."""
+
+    name: str = "float"
+    equations: str = ""
+    apply: str = FLOAT_APPLY
+    post_equations: str = ""
+
+
+FLOAT_SYNAPSE = SynapseCode()
+
+
+def output_code(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) -> dict[str, str]:
+    """The output population's code for plain or biased inputs, a ``wta`` mode and a synapse (composed from the
+    pieces above)."""
     d = decaying(biased)
-    return {"step": f"{d} = {d} * decay\nex = exp(inv_temp * u)",
+    on_post = "\n".join([RULE_DW, "w_before = w" if biased else "", synapse.apply, BIAS_ON_POST if biased else ""])
+    return {"step": f"{d} = {d} * decay\n{OUTPUT_DRIVE[wta]}",
             "onset": f"{d} = 0\nt_on = t\ngate = present_gate(t + 0.5 * t_present)",
             "on_pre": f"{d}_post += w * ev_pre",
-            "on_post": SYNAPSE_ON_POST + (BIAS_ON_POST if biased else "")}
+            "on_post": on_post,
+            "threshold": OUTPUT_THRESHOLD[wta],
+            "equations": OUTPUT_EQS + WTA_EQS[wta] + PREACTIVATION[biased] + "\n" + synapse.post_equations}
+
+
+def circuit_text(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) -> str:
+    """All the code of the output side (part of a layer's build-cache key)."""
+    parts = output_code(biased, wta, synapse)
+    inhibition = ([NORMALISER_EQS, TO_NORMALISER] if wta == "ideal" else
+                  [INHIBITORY_EQS, INHIBITORY_THRESHOLD, INHIBITORY_RESET, TO_INHIBITORY, INHIBITION_EQS,
+                   INHIBITION_ON_PRE])
+    return "\n".join([*parts.values(), OUTPUT_RESET, OUTPUT_RECORDED, synapse.equations, *inhibition])
 
 
 @dataclass(frozen=True)
@@ -131,26 +227,24 @@ class InputModel:
     timed: dict = field(default_factory=dict)
 
     def text(self) -> str:
-        """All the code of a layer with these inputs (part of its build-cache key)."""
-        out = output_code(self.biased)
-        return "\n".join([self.equations, self.threshold, self.reset, self.onset, OUTPUT_EQS,
-                          PREACTIVATION[self.biased], *out.values(), OUTPUT_THRESHOLD, OUTPUT_RESET, OUTPUT_RECORDED,
-                          TO_INHIBITION])
+        """The inputs' code (part of a layer's build-cache key)."""
+        return "\n".join([self.equations, self.threshold, self.reset, self.onset])
 
 
 class WTANetwork:
     """The Brian2 objects of one layer: one group per population, one ``Synapses`` per projection, the
-    count sampler and the two event recorders.
+    count sampler and the event recorders.
 
     ``timed``: the values of the model's ``TimedArray`` s plus ``present_gate`` (one value per
     presentation of the run; placeholders when the standalone project is built, set again by every
-    run); ``constants``: the input model's namespace.
+    run); ``constants``: the input model's namespace; ``synapse``: the plastic synapses' code.
     """
 
     def __init__(self, model: InputModel, n_in: int, n_out: int, params: SpikingParams, timed: dict,
-                 constants: dict):
-        p, prefix, out = params, model.prefix, output_code(model.biased)
-        self.n_in, self.n_out = n_in, n_out
+                 constants: dict, synapse: SynapseCode = FLOAT_SYNAPSE):
+        p, prefix = params, model.prefix
+        out = output_code(model.biased, p.wta, synapse)
+        self.n_in, self.n_out, self.wta = n_in, n_out, p.wta
         self.namespace = dict(rate=p.output_rate, tau=p.tau, t_blank=p.t_blank, t_present=p.t_present,
                               t_learn=p.t_learn, sharpness=float(p.winner_sharpness),
                               decay=float(np.exp(-p.dt / p.tau)), **constants)
@@ -163,34 +257,50 @@ class WTANetwork:
                                   events={"recorded": f"record_inputs > 0.5 and ({model.threshold})"},
                                   name=f"{prefix}_inputs", order=0)
         self.inputs.run_regularly(model.onset, dt=p.t_present, when="start", name=f"{prefix}_inputs_onset")
-        self.outputs = NeuronGroup(n_out, Equations(OUTPUT_EQS) + Equations(PREACTIVATION[model.biased]),
-                                   threshold=OUTPUT_THRESHOLD, reset=OUTPUT_RESET, events={"recorded": OUTPUT_RECORDED},
-                                   method="exact", name=f"{prefix}_outputs", order=0)
+        self.outputs = NeuronGroup(n_out, out["equations"], threshold=out["threshold"], reset=OUTPUT_RESET,
+                                   events={"recorded": OUTPUT_RECORDED}, method="exact", name=f"{prefix}_outputs",
+                                   order=0)
         self.outputs.thresholder["recorded"].when = "after_resets"
         self.outputs.t_spike = -1 * second
         self.outputs.run_regularly(out["onset"], dt=p.t_present, when="start", name=f"{prefix}_outputs_onset")
-        # u decays and ex = exp(t u) (order 0 of the 'groups' slot, where a state updater would run),
-        # then Z = sum_l ex_l, then Z2 = sum_l p_l^s, read back as linked variables
+        # u decays, (circuit) h drifts, ex = exp(t u (- h)) (order 0 of the 'groups' slot, where a state
+        # updater would run); (ideal) then Z = sum_l ex_l, then Z2 = sum_l p_l^s, read back as linked variables
         self.outputs.run_regularly(out["step"], when="groups", order=0, name=f"{prefix}_outputs_step")
-        self.inhibition = NeuronGroup(1, INHIBITION_EQS, name=f"{prefix}_inhibition")
-        self.to_inh = Synapses(self.outputs, self.inhibition, TO_INHIBITION, name=f"{prefix}_to_inh")
-        self.to_inh.connect()
-        self.to_inh.summed_updaters["Zsum_post"].order = 1
-        self.to_inh.summed_updaters["Z2sum_post"].order = 2
-        self.outputs.Z = linked_var(self.inhibition, "Zsum", index=np.zeros(n_out, dtype=int))
-        self.outputs.Z2 = linked_var(self.inhibition, "Z2sum", index=np.zeros(n_out, dtype=int))
-        self.synapses = Synapses(self.inputs, self.outputs, SYNAPSE_EQS, on_pre=out["on_pre"], on_post=out["on_post"],
-                                 name=f"{prefix}_synapses")
+        if p.wta == "ideal":
+            self.inhibition = NeuronGroup(1, NORMALISER_EQS, name=f"{prefix}_inhibition")
+            self.to_inh = Synapses(self.outputs, self.inhibition, TO_NORMALISER, name=f"{prefix}_to_inh")
+            self.to_inh.connect()
+            self.to_inh.summed_updaters["Zsum_post"].order = 1
+            self.to_inh.summed_updaters["Z2sum_post"].order = 2
+            self.outputs.Z = linked_var(self.inhibition, "Zsum", index=np.zeros(n_out, dtype=int))
+            self.outputs.Z2 = linked_var(self.inhibition, "Z2sum", index=np.zeros(n_out, dtype=int))
+            inhibitory = [self.inhibition, self.to_inh]
+            self.inhibitory_monitor = None
+        else:
+            n_inh = min(p.n_inhibitory, n_out)
+            self.inhibition = NeuronGroup(n_inh, INHIBITORY_EQS, threshold=INHIBITORY_THRESHOLD, reset=INHIBITORY_RESET,
+                                          events={"recorded": f"record_inhibitory > 0.5 and {INHIBITORY_THRESHOLD}"},
+                                          name=f"{prefix}_inhibition")
+            self.to_inh = Synapses(self.outputs, self.inhibition, on_pre=TO_INHIBITORY, delay=p.inhibition_delay,
+                                   name=f"{prefix}_to_inh")
+            self.to_inh.connect(i=np.arange(n_out), j=np.arange(n_out) % n_inh)  # neuron k -> inhibitory k mod n
+            self.from_inh = Synapses(self.inhibition, self.outputs, INHIBITION_EQS, on_pre=INHIBITION_ON_PRE,
+                                     name=f"{prefix}_from_inh")
+            self.from_inh.connect()
+            self.inhibitory_monitor = EventMonitor(self.inhibition, "recorded", name=f"{prefix}_inhibitory_spikes")
+            inhibitory = [self.inhibition, self.to_inh, self.from_inh, self.inhibitory_monitor]
+        self.synapses = Synapses(self.inputs, self.outputs, SYNAPSE_EQS + "\n" + synapse.equations,
+                                 on_pre=out["on_pre"], on_post=out["on_post"], name=f"{prefix}_synapses")
         self.synapses.post.when = "after_resets"
         # explicit order: synapse index = i * n_out + k, so w.reshape(n_in, n_out).T is (K, n_in)
         self.synapses.connect(i=np.repeat(np.arange(n_in), n_out), j=np.tile(np.arange(n_out), n_in))
         # the cumulative count of each neuron, sampled before every onset
         self.count_monitor = StateMonitor(self.outputs, "count", record=True, dt=p.t_present, when="start",
                                           order=-1, name=f"{prefix}_counts")
-        self.spike_monitor = EventMonitor(self.outputs, "recorded", name=f"{prefix}_spikes")
+        self.spike_monitor = EventMonitor(self.outputs, "recorded", variables=["spk_sign"], name=f"{prefix}_spikes")
         self.input_monitor = EventMonitor(self.inputs, "recorded", name=f"{prefix}_input_events")
-        self.network = Network(self.inputs, self.outputs, self.inhibition, self.to_inh, self.synapses,
-                               self.count_monitor, self.spike_monitor, self.input_monitor, name=f"{prefix}_network")
+        self.network = Network(self.inputs, self.outputs, *inhibitory, self.synapses, self.count_monitor,
+                               self.spike_monitor, self.input_monitor, name=f"{prefix}_network")
 
     def variable(self, key: str):
         """``"outputs.wsq"`` -> the Brian2 variable view ``self.outputs.wsq``."""
@@ -202,9 +312,13 @@ class WTANetwork:
         group, name = key.split(".")
         setattr(getattr(self, group), name, value)
 
+    def get(self, key: str) -> np.ndarray:
+        """The values of the state variable ``"group.name"`` at the end of the last run."""
+        return np.asarray(self.variable(key)[:], dtype=np.float64).copy()
+
     def weights(self) -> np.ndarray:
         """``(K, n_in)`` weights at the end of the last run."""
-        return np.asarray(self.synapses.w[:]).reshape(self.n_in, self.n_out).T.copy()
+        return self.get("synapses.w").reshape(self.n_in, self.n_out).T.copy()
 
     def counts(self, n: int) -> np.ndarray:
         """Spikes ``(n, K)`` of each neuron in each of the first ``n`` presentations of the last run."""
@@ -214,8 +328,11 @@ class WTANetwork:
 
     @staticmethod
     def events(monitor) -> tuple[np.ndarray, np.ndarray]:
-        """``(index, time in seconds)`` of a recorder's events in the last run."""
+        """``(index, time in seconds)`` of a recorder's events in the last run (empty without a recorder)."""
+        if monitor is None:
+            return np.zeros(0, np.int64), np.zeros(0)
         return np.asarray(monitor.i[:], dtype=np.int64), np.asarray(monitor.t[:] / second, dtype=np.float64)
 
 
-__all__ = ["InputModel", "WTANetwork", "output_code", "decaying"]
+__all__ = ["InputModel", "WTANetwork", "WTA_MODES", "SynapseCode", "FLOAT_SYNAPSE", "output_code", "circuit_text",
+           "decaying"]

@@ -21,7 +21,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
 from brian2 import kHz, ms
+
+WTA_MODES = ("circuit", "ideal")
+#: fields passed to every run rather than compiled in
+RUN_TIME = ("inhibition_strength", "winner_share", "winner_tau")
 
 # Largest standardised MNIST pixel, (1 - 0.1307) / 0.3081: the Bernoulli inputs need r0 * |x| * dt < 1.
 MAX_ABS_INPUT = 2.83
@@ -42,6 +47,18 @@ class SpikingParams:
             winner (the argmax of ``u``) for the soft anti-Hebbian sign.
         onset_burst: start each presentation with one graded event per pixel that sets the traces and
             ``u`` to their means (see :mod:`snn.layer`).
+        wta: ``"circuit"`` (inhibition by a spiking inhibitory neuron, local winner signal) or ``"ideal"``
+            (the normaliser ``Z`` summed and read back at once; the reference); :mod:`snn.network`.
+        inhibition_delay: delay of the excitatory -> inhibitory synapses (circuit; the inhibition a spike
+            causes acts ``2 dt + inhibition_delay`` after it).
+        n_inhibitory: inhibitory neurons (at most ``K``); excitatory neuron ``k`` drives number ``k mod n``.
+            Each fires at most once per step, so together they relay up to ``n`` spikes per step.
+        inhibition_strength: ``J``, the rise of every ``h_k`` per inhibitory spike, in units of the escape
+            exponent ``t u - h`` (circuit; run-time value).
+        winner_share, winner_tau: a neuron takes the Hebbian sign when ``t u - h_seen > log(winner_share)``,
+            ``h_seen`` its inhibitory potential low-passed with ``winner_tau`` (0: none), i.e. when its
+            share of the spikes, as its own inhibition tells it, exceeds ``winner_share`` (circuit;
+            run-time values).
     """
 
     input_rate: object = field(default_factory=lambda: 1 * kHz)
@@ -52,8 +69,28 @@ class SpikingParams:
     t_blank: object = field(default_factory=lambda: 1 * ms)
     winner_sharpness: float = 30.0
     onset_burst: bool = True
+    wta: str = "circuit"
+    inhibition_delay: object = field(default_factory=lambda: 0 * ms)
+    n_inhibitory: int = 16
+    inhibition_strength: float = 0.5
+    winner_share: float = 0.3
+    winner_tau: object = field(default_factory=lambda: 2 * ms)
 
     def __post_init__(self):
+        if self.wta not in WTA_MODES:
+            raise ValueError(f"unknown wta {self.wta!r}; choose one of {WTA_MODES}")
+        if not (np.isfinite(self.inhibition_strength) and self.inhibition_strength > 0):
+            raise ValueError(f"inhibition_strength must be a positive number, got {self.inhibition_strength}")
+        if int(self.n_inhibitory) != self.n_inhibitory or self.n_inhibitory < 1:
+            raise ValueError(f"n_inhibitory must be a whole number >= 1, got {self.n_inhibitory}")
+        if self.winner_tau < 0 * ms:
+            raise ValueError(f"winner_tau must be >= 0, got {self.winner_tau}")
+        if not 0 < self.winner_share < 1:
+            raise ValueError(f"winner_share must lie in (0, 1), got {self.winner_share}")
+        delay_steps = float(self.inhibition_delay / self.dt)
+        if delay_steps < 0 or abs(delay_steps - round(delay_steps)) > 1e-6:
+            raise ValueError(f"inhibition_delay must be a non-negative whole number of time steps, got "
+                             f"{self.inhibition_delay}")
         if not (0 * ms <= self.t_blank < self.t_present):
             raise ValueError(f"need 0 <= t_blank < t_present, got {self.t_blank}, {self.t_present}")
         if float(self.input_rate * MAX_ABS_INPUT * self.dt) >= 1.0:
@@ -78,8 +115,11 @@ class SpikingParams:
         return dataclasses.replace(self, **changes)
 
     def key(self) -> str:
-        """A stable text key of the compiled-in values (for the build cache)."""
-        return ";".join(f"{f.name}={float(getattr(self, f.name)):.9g}" for f in dataclasses.fields(self))
+        """A stable text key of the compiled-in values (for the build cache; run-time values left out)."""
+        def text(value):
+            return value if isinstance(value, str) else f"{float(value):.9g}"
+        return ";".join(f"{f.name}={text(getattr(self, f.name))}" for f in dataclasses.fields(self)
+                        if f.name not in RUN_TIME)
 
 
 PRESETS = {
@@ -97,4 +137,4 @@ def preset(name: str, **overrides) -> SpikingParams:
     return PRESETS[name].replace(**overrides)
 
 
-__all__ = ["SpikingParams", "PRESETS", "preset", "MAX_ABS_INPUT"]
+__all__ = ["SpikingParams", "PRESETS", "preset", "MAX_ABS_INPUT", "WTA_MODES"]

@@ -32,10 +32,12 @@ import numpy as np
 from brian2 import defaultclock, device, get_device, prefs, second, set_device
 from brian2 import seed as brian_seed
 
-from .network import InputModel, WTANetwork
+from . import device_events
+from .network import FLOAT_SYNAPSE, InputModel, WTANetwork, circuit_text
 from .params import SpikingParams
 
 BACKENDS = ("cpp_standalone", "runtime")
+DEVICE_UPDATES = ("event", "chunk")
 RULE_SIGNS = {"softhebb": 1.0, "soft": 0.0}
 
 
@@ -67,6 +69,8 @@ class Presentation:
         weights: ``(K, n_in)`` weights after the last presentation.
         spike_i, spike_t: output spikes (neuron, seconds from the call's start); empty unless recorded.
         input_i, input_t: input events, the onset event of each presentation included; empty unless recorded.
+        spike_sign: the plasticity sign of each recorded output spike (+1 Hebbian, -1 anti-Hebbian).
+        inhibitory_t: spikes of the inhibitory neuron (circuit), seconds; empty unless output spikes are recorded.
     """
 
     counts: np.ndarray
@@ -75,6 +79,8 @@ class Presentation:
     spike_t: np.ndarray
     input_i: np.ndarray
     input_t: np.ndarray
+    spike_sign: np.ndarray
+    inhibitory_t: np.ndarray
 
 
 @dataclass
@@ -110,11 +116,13 @@ class PlasticLayer:
                  inverse_temperature: float = 1.0, lr: float = 1e-3, lr_power: float = 0.5, rule: str = "softhebb",
                  chunk: int = 1000, backend: str = "cpp_standalone", weights: np.ndarray | None = None,
                  radius: float = 25.0, seed: int | None = None, build_dir: str | os.PathLike | None = None,
-                 synapse=None, threads: int = 1):
+                 synapse=None, device_updates: str = "event", threads: int = 1):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         if rule not in RULE_SIGNS:
             raise ValueError(f"unknown rule {rule!r} for a spiking layer; choose one of {tuple(RULE_SIGNS)}")
+        if device_updates not in DEVICE_UPDATES:
+            raise ValueError(f"unknown device_updates {device_updates!r}; choose one of {DEVICE_UPDATES}")
         if int(threads) < 1 or int(chunk) < 1:
             raise ValueError(f"threads and chunk must be >= 1, got {threads}, {chunk}")
         self.n_inputs, self.n_neurons = int(n_inputs), int(n_neurons)
@@ -132,21 +140,30 @@ class PlasticLayer:
         self.weights = w.copy()
         self._build_dir = Path(build_dir) if build_dir is not None else None
         self.compile_seconds = 0.0
+        # the inhibitory potential h of every output neuron and the inhibitory neuron's potential (circuit);
+        # carried from run to run, h starting where the rate of K neurons with u = 0 is R
+        self.inhibition_state = {"outputs.h": np.full(self.n_neurons, np.log(self.n_neurons)),
+                                 "outputs.h_seen": np.full(self.n_neurons, np.log(self.n_neurons)),
+                                 "inhibition.v_inh": np.zeros(min(self.params.n_inhibitory, self.n_neurons))}
         if backend == "cpp_standalone":
             check_compiler()
-        self.attach_synapse(synapse)
+        self.attach_synapse(synapse, device_updates)
 
-    def attach_synapse(self, synapse) -> None:
+    def attach_synapse(self, synapse, device_updates: str = "event") -> None:
         """Hold the weights in a synaptic device model (``hardware_models.make_synapse``; ``None``: exact).
 
-        The device is programmed with the change the plastic events made over each run of ``chunk``
-        presentations (pulse counts by stochastic rounding, so the expected change is kept), and the
-        next run starts from the weights read back, with the device's noise and bounds. Each plastic
-        event stays a float update inside its run; a smaller ``chunk`` programs the device more often.
+        ``device_updates="event"``: the device is programmed at every plastic event inside the
+        simulation (:mod:`snn.device_events`; linear and rram). ``"chunk"``: each plastic event stays
+        a float update inside its run, and the device is programmed with the change the run of
+        ``chunk`` presentations made (pulse counts by stochastic rounding, so the expected change is
+        kept); the next run starts from the weights read back, with the device's noise and bounds.
         """
-        self.synapse = synapse
+        self.synapse, self.device_updates = synapse, device_updates
+        self.synapse_code = FLOAT_SYNAPSE
         if synapse is not None:
             import torch
+            if device_updates == "event":
+                self.synapse_code = device_events.event_code(synapse)
             self.weights = synapse.attach(torch.from_numpy(self.weights.copy())).numpy().astype(np.float64)
 
     def __repr__(self) -> str:
@@ -174,12 +191,15 @@ class PlasticLayer:
         if self._build_dir is not None:
             return self._build_dir
         text = (f"{type(self).__name__};{self.n_inputs};{self.n_neurons};{self.chunk};{self.threads};"
-                f"{self.params.key()};{self._structure()};{self.model.text()}")
-        return cache_dir() / (f"{self.model.prefix}_{self.n_inputs}x{self.n_neurons}_c{self.chunk}_"
+                f"{self.params.key()};{self._structure()};{self.model.text()};"
+                f"{circuit_text(self.model.biased, self.params.wta, self.synapse_code)}")
+        return cache_dir() / (f"{self.model.prefix}_{self.params.wta}_{self.synapse_code.name}_"
+                              f"{self.n_inputs}x{self.n_neurons}_c{self.chunk}_"
                               + hashlib.sha1(text.encode()).hexdigest()[:10])
 
     def _network(self, timed: dict) -> WTANetwork:
-        return WTANetwork(self.model, self.n_inputs, self.n_neurons, self.params, timed, self._constants())
+        return WTANetwork(self.model, self.n_inputs, self.n_neurons, self.params, timed, self._constants(),
+                          self.synapse_code)
 
     def build(self) -> float:
         """Generate and compile the standalone project, unless the device holds it already; returns seconds.
@@ -249,7 +269,8 @@ class PlasticLayer:
         size = self.chunk if self.backend == "cpp_standalone" else max(n, 1)
         t_present = float(self.params.t_present / second)
         counts = np.zeros((n, self.n_neurons), dtype=np.int64)
-        spikes, inputs = ([], []), ([], [])
+        spikes, inputs, inhibitory, signs = ([], []), ([], []), ([], []), []
+        per_event = self.synapse is not None and self.device_updates == "event"
         start = 0
         while start < n:
             m, timed, states = chunk_inputs(start, min(size, n - start), size)
@@ -259,26 +280,47 @@ class PlasticLayer:
                       "outputs.inv_temp": self.inverse_temperature, "outputs.lr": self.lr if learn else 0.0,
                       "outputs.lr_power": self.lr_power, "outputs.anti": RULE_SIGNS[self.rule],
                       "outputs.record_spikes": float(record_spikes), "inputs.record_inputs": float(record_inputs),
-                      "outputs.rng_seed": float(self.rng.integers(2 ** 31)), **states}
+                      "outputs.rng_seed": float(self.rng.integers(2 ** 31)), **states,
+                      **self._inhibition_states(record_spikes),
+                      **(device_events.run_states(self.synapse) if per_event else {})}
             net = self._run(dict(timed, present_gate=gate), states, size)
             w = net.weights()
-            if self.synapse is not None and learn:
+            if per_event:
+                device_events.read_back(self.synapse, net)
+            elif self.synapse is not None and learn:
                 import torch
                 w = self.synapse.program(torch.from_numpy(w - self.weights)).numpy().astype(np.float64)
             self.weights = w
+            if self.params.wta == "circuit":
+                self.inhibition_state = {key: net.get(key) for key in self.inhibition_state}
             counts[start:start + m] = net.counts(size)[:m]
-            for store, monitor in ((spikes, net.spike_monitor), (inputs, net.input_monitor)):
+            for store, monitor in ((spikes, net.spike_monitor), (inputs, net.input_monitor),
+                                   (inhibitory, net.inhibitory_monitor)):
                 i, t = net.events(monitor)
                 keep = np.floor(t / t_present + 1e-9) < m  # drop the padding presentations' (onset) events
                 store[0].append(i[keep])
                 store[1].append(t[keep] + start * t_present)
+                if monitor is net.spike_monitor:
+                    signs.append(np.asarray(monitor.spk_sign[:], dtype=np.float64)[keep] if len(keep) else
+                                 np.zeros(0))
             del net
             start += m
         if self.backend == "runtime":
             gc.collect()  # free the names of the runtime objects
         cat = (lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype))  # noqa: E731
         return Presentation(counts, self.weights.copy(), cat(spikes[0], np.int64), cat(spikes[1], np.float64),
-                            cat(inputs[0], np.int64), cat(inputs[1], np.float64))
+                            cat(inputs[0], np.int64), cat(inputs[1], np.float64), cat(signs, np.float64),
+                            cat(inhibitory[1], np.float64))
+
+    def _inhibition_states(self, record: bool) -> dict:
+        """Run-time values and carried state of the circuit's inhibition (none for the ideal normaliser)."""
+        p = self.params
+        if p.wta != "circuit":
+            return {}
+        seen_rate = 1.0 - float(np.exp(-p.dt / p.winner_tau)) if p.winner_tau > 0 * p.dt else 1.0
+        return {**self.inhibition_state, "outputs.drift": p.inhibition_strength * float(p.output_rate * p.dt),
+                "outputs.log_winner_share": np.log(p.winner_share), "outputs.seen_rate": seen_rate,
+                "from_inh.J": p.inhibition_strength, "inhibition.record_inhibitory": float(record)}
 
 
 __all__ = ["PlasticLayer", "active_network", "Presentation", "CompilerNotFoundError", "check_compiler",

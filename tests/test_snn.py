@@ -32,7 +32,7 @@ def make_layer():
     require_compiler()
 
     def make(**kwargs):
-        return SpikingSoftHebb(N_IN, K, params=preset("fast"), chunk=CHUNK, **kwargs)
+        return SpikingSoftHebb(N_IN, K, params=preset("fast", wta="ideal"), chunk=CHUNK, **kwargs)
 
     make(seed=0).build()
     return make

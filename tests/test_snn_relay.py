@@ -21,7 +21,7 @@ T1 = 1.0
 def stacked():
     require_data("mnist.npz")
     require_compiler()
-    params = preset("fast")
+    params = preset("fast", wta="ideal")
     images, _ = data.load_mnist("train", N_IMAGES)
     w1 = np.random.default_rng(0).standard_normal((K1, 25))
     w1 *= 3.0 / np.linalg.norm(w1, axis=1, keepdims=True)

@@ -45,7 +45,8 @@ def test_counts_and_weight_change_are_their_expectations_given_the_inputs():
     rng = np.random.default_rng(3)
     x = np.clip(rng.standard_normal((20, N_IN)), -2.5, 2.5)
     w0 = unit_rows(rng, 1.5)
-    layer = SpikingSoftHebb(N_IN, K, backend="runtime", weights=w0, seed=4, lr=1e-6)
+    layer = SpikingSoftHebb(N_IN, K, params=preset("fast", wta="ideal"), backend="runtime", weights=w0, seed=4,
+                            lr=1e-6)
     out = layer.present(x, learn=True, record_inputs=True)
     assert np.abs(out.weights - w0).max() < 1e-4 * np.abs(w0).max()
     ref = given_on_off_inputs(out, x, layer, w0)

@@ -27,7 +27,7 @@ def test_count_maps_hold_each_positions_counts(images):
     presenting those patches directly."""
     require_compiler()
     w1 = np.random.default_rng(0).standard_normal((K1, 25))
-    make = lambda: SpikingSoftHebb(25, K1, params=preset("fast"), chunk=2 * 784, weights=w1, seed=5)  # noqa: E731
+    make = lambda: SpikingSoftHebb(25, K1, params=preset("fast", wta="ideal"), chunk=2 * 784, weights=w1, seed=5)  # noqa: E731
     maps = stack.count_maps(make(), images)
     N, _, H, W = images.shape
     assert maps.shape == (N, K1, H, W)
@@ -36,7 +36,7 @@ def test_count_maps_hold_each_positions_counts(images):
     for b, y, x in [(0, 0, 0), (0, 3, 17), (1, 27, 5), (1, 14, 27)]:
         np.testing.assert_array_equal(maps[b, :, y, x], counts[(b * H + y) * W + x])
     np.testing.assert_array_equal(maps.sum(1).reshape(-1), counts.sum(1))
-    params = preset("fast")
+    params = preset("fast", wta="ideal")
     np.testing.assert_allclose(decoding.shares_from_counts(maps, float(params.output_rate), float(params.t_learn)),
                                maps / float(params.output_rate * params.t_learn))
 
