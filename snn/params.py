@@ -73,7 +73,7 @@ class SpikingParams:
     inhibition_delay: object = field(default_factory=lambda: 0 * ms)
     n_inhibitory: int = 16
     inhibition_strength: float = 0.5
-    winner_share: float = 0.3
+    winner_share: float = 0.4
     winner_tau: object = field(default_factory=lambda: 2 * ms)
 
     def __post_init__(self):

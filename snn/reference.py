@@ -14,13 +14,42 @@ from rate_decoder import rules
 
 
 def rate_learn(patches: np.ndarray, weights: np.ndarray, inverse_temperature: float, lr: float, lr_power: float,
-               rule: str = "softhebb") -> np.ndarray:
-    """Learn from ``patches`` ``(n, D)`` one at a time (batch 1, local rule) from ``weights (K, D)``."""
+               rule: str = "softhebb", synapse=None) -> np.ndarray:
+    """Learn from ``patches`` ``(n, D)`` one at a time (batch 1, local rule) from ``weights (K, D)``.
+
+    ``synapse``: a :mod:`hardware_models` device that holds the weights and is programmed after every patch.
+    """
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float64).clone()
+    if synapse is not None:
+        w = synapse.attach(w)
     x = torch.as_tensor(np.asarray(patches), dtype=torch.float64)
     for n in range(len(x)):
         _, dw = rules.linear_step(x[n:n + 1], w, inverse_temperature, lr, lr_power, rule, normalisation="none")
-        w += dw
+        w = synapse.program(dw) if synapse is not None else w.add_(dw)
+    return w.numpy()
+
+
+def poisson_rate_learn(patches: np.ndarray, weights: np.ndarray, inverse_temperature: float, lr: float,
+                       lr_power: float, spikes: float, seed: int = 0) -> np.ndarray:
+    """:func:`rate_learn` with the soft-WTA outputs replaced by Poisson spike counts (``softhebb`` rule).
+
+    Each patch draws ``n_k ~ Poisson(spikes * softmax(t u)_k)`` and uses ``n_k / spikes`` (sign: + for the
+    argmax of ``u``, - for the others) as the post-synaptic activity of the same update. This is what a
+    spiking layer's weights would do if its only noise were the sampling of its output spikes: the
+    spread of its learned weights over seeds is the spread that spikes alone predict.
+    """
+    rng = np.random.default_rng(seed)
+    w = torch.as_tensor(np.asarray(weights), dtype=torch.float64).clone()
+    x = torch.as_tensor(np.asarray(patches), dtype=torch.float64)
+    for n in range(len(x)):
+        xn = x[n:n + 1]
+        u = xn @ w.T
+        y = rules.soft_wta(u, inverse_temperature, dim=1)
+        counts = torch.from_numpy(rng.poisson(spikes * y.numpy()).astype(np.float64))
+        sign = -torch.ones_like(u)
+        sign[0, u.argmax()] = 1.0
+        delta = rules.linear_update(xn, u, sign * counts / spikes, w)
+        w += rules.scale_update(delta, w, lr, lr_power, 1.0)
     return w.numpy()
 
 
@@ -38,6 +67,12 @@ def match(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return perm, sim[np.arange(len(a)), perm]
 
 
+def matched_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """``|a - b_perm|_F / |b|_F`` after Hungarian matching of the rows: how far two learned weight sets lie apart."""
+    perm, _ = match(a, b)
+    return float(np.linalg.norm(a - b[perm]) / np.linalg.norm(b))
+
+
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
     """Mean and min matched cosine and median relative norm error ``| |a_k| - |b_perm(k)| | / |b_perm(k)|``."""
     perm, cos = match(a, b)
@@ -46,4 +81,4 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
             "median_rel_norm_error": float(np.median(np.abs(na - nb) / nb))}
 
 
-__all__ = ["rate_learn", "match", "compare"]
+__all__ = ["rate_learn", "poisson_rate_learn", "match", "compare", "matched_distance"]

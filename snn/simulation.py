@@ -285,8 +285,9 @@ class PlasticLayer:
                       **(device_events.run_states(self.synapse) if per_event else {})}
             net = self._run(dict(timed, present_gate=gate), states, size)
             w = net.weights()
-            if per_event:
+            if per_event:  # the device's state is the weights' truth: read them from it
                 device_events.read_back(self.synapse, net)
+                w = self.synapse.read().numpy().astype(np.float64)
             elif self.synapse is not None and learn:
                 import torch
                 w = self.synapse.program(torch.from_numpy(w - self.weights)).numpy().astype(np.float64)
