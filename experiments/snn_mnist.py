@@ -49,6 +49,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--patches", type=int, default=100_000)
     ap.add_argument("--test-images", type=int, default=1000)
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--wta", default="circuit", choices=("circuit", "ideal"), help="soft WTA: spiking inhibition or the ideal normaliser")
     ap.add_argument("--inverse-temperature", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-power", type=float, default=0.5)
@@ -61,7 +62,7 @@ def main(argv=None) -> dict:
     x = data.random_patches(images, args.patches, 5, seed=args.seed)
     w0 = np.random.default_rng(args.seed + 1).standard_normal((args.neurons, 25)) * 25 / 5
     hyper = dict(inverse_temperature=args.inverse_temperature, lr=args.lr, lr_power=args.lr_power)
-    layer = SpikingSoftHebb(25, args.neurons, params=preset(args.preset), chunk=args.chunk, weights=w0, **hyper)
+    layer = SpikingSoftHebb(25, args.neurons, params=preset(args.preset, wta=args.wta), chunk=args.chunk, weights=w0, **hyper)
     compile_s = layer.build()
     start = time.perf_counter()
     layer.present(x, learn=True)

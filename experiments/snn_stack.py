@@ -47,6 +47,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-power", type=float, default=0.5)
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--wta", default="circuit", choices=("circuit", "ideal"), help="soft WTA: spiking inhibition or the ideal normaliser")
     ap.add_argument("--chunk", type=int, default=5000, help="presentations per run (layer 1; layer 2 with --relay counts)")
     ap.add_argument("--relay", choices=("spikes", "counts"), default="spikes")
     ap.add_argument("--relay-chunk", type=int, default=500, help="layer-2 presentations per run with --relay spikes")
@@ -56,7 +57,7 @@ def main(argv=None) -> dict:
         return main_spikes(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    params = preset(args.preset)
+    params = preset(args.preset, wta=args.wta)
     with np.load(Path(args.layer1) / "kernels.npz") as f:
         w1, t1 = f["spiking"], float(f["inverse_temperature"])
     images, _ = data.load_mnist("train", args.images)
@@ -108,7 +109,7 @@ def main_spikes(args) -> dict:
     """--relay spikes: layer 2 replays layer 1's recorded spike trains (snn.relay)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    params = preset(args.preset)
+    params = preset(args.preset, wta=args.wta)
     with np.load(Path(args.layer1) / "kernels.npz") as f:
         w1, t1 = f["spiking"], float(f["inverse_temperature"])
     images, _ = data.load_mnist("train", args.images)

@@ -19,9 +19,10 @@ module defines the inputs (constants in :class:`snn.params.SpikingParams`):
   ``x``). With ``onset_burst=False`` the inputs are pure ON/OFF and ``t_blank`` should be >= 4 tau.
 * The trace is evaluated lazily, ``a = a_last exp(-(t - t_last) / tau)``: no per-step update of the inputs.
 
-Per step the compiled code runs one comparison per input, one ``exp`` per output neuron and two sums
-over the outputs (``Z``, ``Z2``); per input event ``K`` additions to ``u``; per output spike ``n_in``
-weight updates. ``python -m experiments.snn_benchmark`` measures the resulting speed.
+Per step the compiled code runs one comparison per input and one ``exp`` per output neuron (and, with
+``wta="ideal"``, two sums over the outputs, ``Z`` and ``Z2``); per input event ``K`` additions to ``u``;
+per output spike ``n_in`` weight updates (and, circuit, one inhibitory spike, which moves ``K``
+inhibitory potentials). ``python -m experiments.snn_benchmark`` measures the resulting speed.
 """
 from __future__ import annotations
 

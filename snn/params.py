@@ -12,9 +12,11 @@ Encoding and time constants (the equations are in :mod:`snn.layer` and :mod:`snn
 * the trace noise gives ``u`` a standard deviation ``sigma_u^2 = sum_i w_i^2 |x_i| / (2 r0 tau)``; the
   Jensen bias of ``exp(t u)`` grows with ``t * sigma_u``, so ``r0 * tau`` (20 in ``"fast"``, 60 in
   ``"accurate"``) is what keeps the firing shares close to ``softmax(t u)``;
-* output neuron ``k`` fires with probability ``rate * p_k * dt`` per step, ``p_k = e^{t u_k} / Z``,
-  after a blanking time ``t_blank`` (1 ms: the onset burst has started the traces at their means;
-  without the burst use ``t_blank >= 4 tau``).
+* output neuron ``k``'s share of the spikes is ``p_k = e^{t u_k} / Z`` and the population fires at
+  about ``rate`` (exactly, ``wta="ideal"``; through spiking inhibition, ``wta="circuit"``); spikes count
+  and learn after a blanking time ``t_blank`` (1 ms: the onset burst has started the traces at their
+  means; without the burst use ``t_blank >= 4 tau``; the circuit fires during it, so that its
+  inhibition settles on the new patch).
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ class SpikingParams:
         tau: time constant of the input traces and of ``u``.
         dt: simulation time step.
         t_present: duration of one presentation (one patch).
-        t_blank: no output spikes (so no learning) in the first ``t_blank`` of a presentation.
+        t_blank: nothing counts or learns in the first ``t_blank`` of a presentation (the ideal layer does not
+            fire then; the circuit does, and its inhibition settles).
         winner_sharpness: exponent ``s`` of the second normaliser ``p_k^s / sum_l p_l^s`` that flags the
             winner (the argmax of ``u``) for the soft anti-Hebbian sign.
         onset_burst: start each presentation with one graded event per pixel that sets the traces and
