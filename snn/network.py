@@ -14,10 +14,12 @@ A spiking layer is one circuit: an input population (:class:`InputModel`: ON/OFF
 * **Soft WTA by spiking inhibition** (``wta="circuit"``). Neuron ``k`` holds an inhibitory potential
   ``h_k`` beside ``u_k`` and fires with exponential escape noise: in each step with probability
   ``rho_k dt``, :math:`\rho_k = R\,e^{t u_k - h_k}` (the Bernoulli draw saturates at one spike per
-  step). One inhibitory integrate-and-fire neuron receives every excitatory spike through a synapse
-  (weight 1, delay ``inhibition_delay``), fires once per unit of its potential (threshold 1/2,
-  reset ``-1``: a relay that fires at most once per step and keeps a backlog), and each of its spikes
-  raises every ``h_k`` by ``J`` through an inhibitory synapse. A tonic drive lowers ``h_k`` by
+  step). ``n_inhibitory`` inhibitory integrate-and-fire neurons share the excitatory ones (neuron
+  ``k`` drives number ``k mod n`` through a synapse of weight 1 and delay ``inhibition_delay``); each
+  fires once per unit of its potential (threshold 1/2, reset ``-1``: a relay that fires at most once
+  per step and keeps a backlog, so ``n`` of them relay up to ``n`` spikes per step; one was too slow
+  after a jump of ``log Z``), and each inhibitory spike raises every ``h_k`` by ``J`` through an
+  inhibitory synapse. A tonic drive lowers ``h_k`` by
   ``J R`` per second while the neuron may fire. So:
 
   - *Shares.* All ``h_k`` receive the same inhibitory spikes and drift alike, so at every instant
@@ -25,7 +27,7 @@ A spiking layer is one circuit: an input population (:class:`InputModel`: ON/OFF
     ``h``: the firing shares are the softmax exactly for a steady ``u``, and for the trace-noisy
     ``u`` of a presentation they are its rate-weighted mean (the circuit's bias against the ideal
     mode comes only from the correlation of ``h`` with the noise of ``u``).
-  - *Total rate.* The inhibitory neuron fires as often as the excitatory ones, so
+  - *Total rate.* The inhibitory neurons together fire as often as the excitatory ones, so
     :math:`E[dh/dt] = J(\rho_{tot} - R)`: integral feedback, whose only fixed point is
     :math:`\rho_{tot} = R`, i.e. :math:`h = \log \sum_l e^{t u_l}` (the log of the ideal mode's
     ``Z``). Around it, ``d(h - h*)/dt = -J R (h - h*)``: a new patch's ``log Z`` is tracked with time
@@ -33,12 +35,18 @@ A spiking layer is one circuit: an input population (:class:`InputModel`: ON/OFF
     each inhibitory spike moves the total rate by a factor ``e^{-J}`` (noise of the total count,
     not of the shares), and the loop's delay (two steps plus ``inhibition_delay``) must stay well
     below ``1 / (J R)``. ``h`` carries over from one presentation to the next.
-  - *Winner signal.* A neuron sees its own drive against its own inhibition:
-    ``ex_k = e^{t u_k - h_k} = rho_k / R``, which is its share ``p_k`` once the rate has settled.
-    It takes the Hebbian sign when ``ex_k > winner_share`` (1/2 by default: then at most one neuron
-    does in steady state, and it is the argmax of ``u``), the anti-Hebbian one otherwise. It
-    disagrees with argmax ``u`` when the largest share is below ``winner_share`` (no winner) or
-    while ``h`` is off its fixed point.
+  - *Winner signal: a race.* Each neuron integrates its own escape drive over the learning window,
+    ``race_k = R \int e^{t u_k - h_k} dt`` (its expected spike count so far). The first neuron whose
+    race reaches ``winner_race`` claims the winner's place: its claim reaches a winner-gate neuron
+    through a synapse, and the gate's spike tells every neuron, through synapses, that the race is
+    decided (two steps after the claim). Because every ``h_k`` is the same, the order of the races is
+    the order of ``u`` (averaged over the time to claim): the claimant is the argmax of ``u`` unless
+    the top two are closer than the trace noise, and the noise of ``h`` cancels. A threshold of
+    several expected spikes (10 by default) keeps two neurons from crossing in the same step when
+    the rate is transiently high. Until a neuron knows the outcome its plastic changes wait in a
+    per-synapse eligibility ``elig``; once decided it applies them with its sign (+ if it claimed,
+    the rule's sign otherwise), and later spikes apply theirs at once. A presentation in which no
+    race reaches the threshold (a largest share below ``winner_race / (R T)``) drops its changes.
 
 * **Soft WTA by an ideal normaliser** (``wta="ideal"``, the reference the circuit is measured
   against). Output ``k`` fires with probability ``R p_k dt`` per step, :math:`p_k = e^{t u_k} / Z`,
@@ -60,8 +68,8 @@ A spiking layer is one circuit: an input population (:class:`InputModel`: ON/OFF
   which runs before the synapses' ``on_post``, from the state before this spike's update. With a
   synaptic device attached per event (:mod:`snn.device_events`), ``Delta w`` becomes programming
   pulses inside the same ``on_post`` and the weight is what the device reads back.
-* **Order within a step.** ``u`` decays, ``h`` drifts and ``e^{t u (- h)}`` (and, ideal, ``Z``, ``Z_2``)
-  are computed (``groups``); the outputs and the inhibitory neuron draw their spikes from that
+* **Order within a step.** ``u`` decays, ``h`` drifts, ``e^{t u (- h)}`` and the race (and, ideal,
+  ``Z``, ``Z_2``) are computed (``groups``); the outputs and the inhibitory neuron draw their spikes from that
   state; the input events of the step then move ``u``, the excitatory spikes reach the inhibitory
   neuron and its spikes reach ``h`` (``synapses``); the plastic update of a spike reads ``a`` and
   ``u`` after them (``after_resets``).
@@ -113,11 +121,13 @@ winner = int(p**sharpness > 0.5 * Z2) : 1
 """,
     "circuit": """
 h : 1
-h_seen : 1
+race : 1
+claimed : 1
+decided : 1
+flushed : 1
 drift : 1 (shared)
-seen_rate : 1 (shared)
-log_winner_share : 1 (shared)
-winner = int(inv_temp * u - h_seen > log_winner_share) : 1
+race_to_claim : 1 (shared)
+winner = claimed : 1
 """}
 #: ``u`` of plain inputs, and of inputs with a constant part (bias current ``beta`` + decaying ``v``)
 PREACTIVATION = {False: "u : 1", True: "u = beta + v : 1\nv : 1\nbeta : 1"}
@@ -127,8 +137,17 @@ OUTPUT_THRESHOLD = {"ideal": "gate > 0.5 and learning > 0.5 and rand() * Z < rat
                     "circuit": "gate > 0.5 and rand() < rate * dt * ex"}
 #: per step, after the decay of ``u``: the escape drive (and, circuit, the tonic drift of ``h``)
 OUTPUT_DRIVE = {"ideal": "ex = exp(inv_temp * u)",
-                "circuit": "h = h - drift * int(gate > 0.5)\nh_seen += seen_rate * (h - h_seen)\n"
-                           "ex = exp(clip(inv_temp * u - h, -700, 700))"}
+                "circuit": "h = h - drift * int(gate > 0.5)\nex = exp(clip(inv_temp * u - h, -700, 700))\n"
+                           "race += rate * dt * ex * learning"}
+#: (circuit) the race for the winner: the first neuron whose own expected spike count in the window reaches
+#: ``race_to_claim`` claims; the winner gate tells every neuron that the race is decided; a neuron
+#: flushes its pending updates once decided, or at the last step of a presentation
+CLAIM = "gate > 0.5 and learning > 0.5 and decided < 0.5 and claimed < 0.5 and race > race_to_claim"
+FLUSH = "gate > 0.5 and flushed < 0.5 and (decided > 0.5 or t - t_on > t_present - 1.5 * dt)"
+RACE_ONSET = "\nrace = 0\nclaimed = 0\ndecided = 0\nflushed = 0"
+GATE_EQS = "v_gate : 1"
+TO_GATE = "v_gate_post += 1"
+FROM_GATE = "decided_post = 1"
 OUTPUT_RESET = """
 spk_sign = 1 - 2 * anti * (1 - winner)
 lrfac = learning * (abs(sqrt(wsq) - 1) + 1e-10)**lr_power
@@ -157,7 +176,14 @@ INHIBITION_EQS = "J : 1 (shared)"
 INHIBITION_ON_PRE = "h_post += J"
 SYNAPSE_EQS = "w : 1"
 #: the rule's change of a synapse on a spike of its neuron; then ``apply`` (float or device) sets ``w``
-RULE_DW = "dw_rule = lr_post * lrfac_post * spk_sign_post * (a_pre - u_post * w) / (rate * t_learn)"
+#: the rule's change of a synapse on a spike of its neuron, before its sign
+RULE_RAW = "lr_post * lrfac_post * (a_pre - u_post * w) / (rate * t_learn)"
+#: ideal: the sign is known at the spike; circuit: the change waits in ``elig`` until the race is decided
+RULE_DW = {"ideal": f"dw_rule = spk_sign_post * {RULE_RAW}",
+           "circuit": f"dw_raw = {RULE_RAW}\nelig += dw_raw * (1 - flushed_post)\n"
+                      "dw_rule = dw_raw * flushed_post * spk_sign_post"}
+#: circuit: the pending change applied with the sign the race gave (dropped when no neuron claimed in time)
+FLUSH_DW = "dw_rule = decided_post * (1 - 2 * anti_post * (1 - claimed_post)) * elig\nelig = 0"
 FLOAT_APPLY = """
 wsq_post += dw_rule * (2 * w + dw_rule)
 w += dw_rule
@@ -190,9 +216,11 @@ def output_code(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) ->
     """The output population's code for plain or biased inputs, a ``wta`` mode and a synapse (composed from the
     pieces above)."""
     d = decaying(biased)
-    on_post = "\n".join([RULE_DW, "w_before = w" if biased else "", synapse.apply, BIAS_ON_POST if biased else ""])
+    def applied(change: str) -> str:
+        return "\n".join([change, "w_before = w" if biased else "", synapse.apply, BIAS_ON_POST if biased else ""])
+    on_post = applied(RULE_DW[wta]) if wta == "ideal" else {"post": applied(RULE_DW[wta]), "flush": applied(FLUSH_DW)}
     return {"step": f"{d} = {d} * decay\n{OUTPUT_DRIVE[wta]}",
-            "onset": f"{d} = 0\nt_on = t\ngate = present_gate(t + 0.5 * t_present)",
+            "onset": f"{d} = 0\nt_on = t\ngate = present_gate(t + 0.5 * t_present)" + (RACE_ONSET if wta == "circuit" else ""),
             "on_pre": f"{d}_post += w * ev_pre",
             "on_post": on_post,
             "threshold": OUTPUT_THRESHOLD[wta],
@@ -202,10 +230,11 @@ def output_code(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) ->
 def circuit_text(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) -> str:
     """All the code of the output side (part of a layer's build-cache key)."""
     parts = output_code(biased, wta, synapse)
+    code = [*(v for part in parts.values() for v in (part.values() if isinstance(part, dict) else [part]))]
     inhibition = ([NORMALISER_EQS, TO_NORMALISER] if wta == "ideal" else
                   [INHIBITORY_EQS, INHIBITORY_THRESHOLD, INHIBITORY_RESET, TO_INHIBITORY, INHIBITION_EQS,
-                   INHIBITION_ON_PRE])
-    return "\n".join([*parts.values(), OUTPUT_RESET, OUTPUT_RECORDED, synapse.equations, *inhibition])
+                   INHIBITION_ON_PRE, CLAIM, FLUSH, GATE_EQS, TO_GATE, FROM_GATE])
+    return "\n".join([*code, OUTPUT_RESET, OUTPUT_RECORDED, synapse.equations, *inhibition])
 
 
 @dataclass(frozen=True)
@@ -257,9 +286,11 @@ class WTANetwork:
                                   events={"recorded": f"record_inputs > 0.5 and ({model.threshold})"},
                                   name=f"{prefix}_inputs", order=0)
         self.inputs.run_regularly(model.onset, dt=p.t_present, when="start", name=f"{prefix}_inputs_onset")
+        events = {"recorded": OUTPUT_RECORDED}
+        if p.wta == "circuit":
+            events.update(claim=CLAIM, flush=FLUSH)
         self.outputs = NeuronGroup(n_out, out["equations"], threshold=out["threshold"], reset=OUTPUT_RESET,
-                                   events={"recorded": OUTPUT_RECORDED}, method="exact", name=f"{prefix}_outputs",
-                                   order=0)
+                                   events=events, method="exact", name=f"{prefix}_outputs", order=0)
         self.outputs.thresholder["recorded"].when = "after_resets"
         self.outputs.t_spike = -1 * second
         self.outputs.run_regularly(out["onset"], dt=p.t_present, when="start", name=f"{prefix}_outputs_onset")
@@ -275,7 +306,7 @@ class WTANetwork:
             self.outputs.Z = linked_var(self.inhibition, "Zsum", index=np.zeros(n_out, dtype=int))
             self.outputs.Z2 = linked_var(self.inhibition, "Z2sum", index=np.zeros(n_out, dtype=int))
             inhibitory = [self.inhibition, self.to_inh]
-            self.inhibitory_monitor = None
+            self.inhibitory_monitor = self.claim_monitor = None
         else:
             n_inh = min(p.n_inhibitory, n_out)
             self.inhibition = NeuronGroup(n_inh, INHIBITORY_EQS, threshold=INHIBITORY_THRESHOLD, reset=INHIBITORY_RESET,
@@ -288,10 +319,25 @@ class WTANetwork:
                                      name=f"{prefix}_from_inh")
             self.from_inh.connect()
             self.inhibitory_monitor = EventMonitor(self.inhibition, "recorded", name=f"{prefix}_inhibitory_spikes")
-            inhibitory = [self.inhibition, self.to_inh, self.from_inh, self.inhibitory_monitor]
-        self.synapses = Synapses(self.inputs, self.outputs, SYNAPSE_EQS + "\n" + synapse.equations,
-                                 on_pre=out["on_pre"], on_post=out["on_post"], name=f"{prefix}_synapses")
+            # the race for the winner: claims reach one gate neuron, whose spike tells every neuron it is decided
+            self.outputs.run_on_event("claim", "claimed = 1")
+            self.outputs.run_on_event("flush", "flushed = 1")
+            self.gate = NeuronGroup(1, GATE_EQS, threshold="v_gate > 0.5", reset="v_gate = 0", name=f"{prefix}_gate")
+            self.to_gate = Synapses(self.outputs, self.gate, on_pre=TO_GATE, on_event="claim", name=f"{prefix}_to_gate")
+            self.to_gate.connect()
+            self.from_gate = Synapses(self.gate, self.outputs, on_pre=FROM_GATE, name=f"{prefix}_from_gate")
+            self.from_gate.connect()
+            self.claim_monitor = EventMonitor(self.outputs, "claim", name=f"{prefix}_claims")
+            inhibitory = [self.inhibition, self.to_inh, self.from_inh, self.inhibitory_monitor, self.gate, self.to_gate,
+                          self.from_gate, self.claim_monitor]
+        circuit = p.wta == "circuit"
+        self.synapses = Synapses(self.inputs, self.outputs, SYNAPSE_EQS + "\n" + synapse.equations
+                                 + ("\nelig : 1" if circuit else ""), on_pre=out["on_pre"], on_post=out["on_post"],
+                                 on_event={"pre": "spike", "post": "spike", "flush": "flush"} if circuit else "spike",
+                                 name=f"{prefix}_synapses")
         self.synapses.post.when = "after_resets"
+        if circuit:
+            self.synapses.flush.when = "after_resets"
         # explicit order: synapse index = i * n_out + k, so w.reshape(n_in, n_out).T is (K, n_in)
         self.synapses.connect(i=np.repeat(np.arange(n_in), n_out), j=np.tile(np.arange(n_out), n_in))
         # the cumulative count of each neuron, sampled before every onset

@@ -28,7 +28,7 @@ from brian2 import kHz, ms
 
 WTA_MODES = ("circuit", "ideal")
 #: fields passed to every run rather than compiled in
-RUN_TIME = ("inhibition_strength", "winner_share", "winner_tau")
+RUN_TIME = ("inhibition_strength", "winner_race")
 
 # Largest standardised MNIST pixel, (1 - 0.1307) / 0.3081: the Bernoulli inputs need r0 * |x| * dt < 1.
 MAX_ABS_INPUT = 2.83
@@ -58,10 +58,8 @@ class SpikingParams:
             Each fires at most once per step, so together they relay up to ``n`` spikes per step.
         inhibition_strength: ``J``, the rise of every ``h_k`` per inhibitory spike, in units of the escape
             exponent ``t u - h`` (circuit; run-time value).
-        winner_share, winner_tau: a neuron takes the Hebbian sign when ``t u - h_seen > log(winner_share)``,
-            ``h_seen`` its inhibitory potential low-passed with ``winner_tau`` (0: none), i.e. when its
-            share of the spikes, as its own inhibition tells it, exceeds ``winner_share`` (circuit;
-            run-time values).
+        winner_race: the winner is the first neuron whose own expected spike count in the learning window
+            (the integral of its escape rate) reaches this value (circuit; run-time value).
     """
 
     input_rate: object = field(default_factory=lambda: 1 * kHz)
@@ -76,8 +74,7 @@ class SpikingParams:
     inhibition_delay: object = field(default_factory=lambda: 0 * ms)
     n_inhibitory: int = 16
     inhibition_strength: float = 0.5
-    winner_share: float = 0.4
-    winner_tau: object = field(default_factory=lambda: 2 * ms)
+    winner_race: float = 10.0
 
     def __post_init__(self):
         if self.wta not in WTA_MODES:
@@ -86,10 +83,8 @@ class SpikingParams:
             raise ValueError(f"inhibition_strength must be a positive number, got {self.inhibition_strength}")
         if int(self.n_inhibitory) != self.n_inhibitory or self.n_inhibitory < 1:
             raise ValueError(f"n_inhibitory must be a whole number >= 1, got {self.n_inhibitory}")
-        if self.winner_tau < 0 * ms:
-            raise ValueError(f"winner_tau must be >= 0, got {self.winner_tau}")
-        if not 0 < self.winner_share < 1:
-            raise ValueError(f"winner_share must lie in (0, 1), got {self.winner_share}")
+        if not (np.isfinite(self.winner_race) and self.winner_race > 0):
+            raise ValueError(f"winner_race must be a positive number, got {self.winner_race}")
         delay_steps = float(self.inhibition_delay / self.dt)
         if delay_steps < 0 or abs(delay_steps - round(delay_steps)) > 1e-6:
             raise ValueError(f"inhibition_delay must be a non-negative whole number of time steps, got "

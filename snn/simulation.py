@@ -143,7 +143,6 @@ class PlasticLayer:
         # the inhibitory potential h of every output neuron and the inhibitory neuron's potential (circuit);
         # carried from run to run, h starting where the rate of K neurons with u = 0 is R
         self.inhibition_state = {"outputs.h": np.full(self.n_neurons, np.log(self.n_neurons)),
-                                 "outputs.h_seen": np.full(self.n_neurons, np.log(self.n_neurons)),
                                  "inhibition.v_inh": np.zeros(min(self.params.n_inhibitory, self.n_neurons))}
         if backend == "cpp_standalone":
             check_compiler()
@@ -302,8 +301,7 @@ class PlasticLayer:
                 store[0].append(i[keep])
                 store[1].append(t[keep] + start * t_present)
                 if monitor is net.spike_monitor:
-                    signs.append(np.asarray(monitor.spk_sign[:], dtype=np.float64)[keep] if len(keep) else
-                                 np.zeros(0))
+                    signs.append(self._spike_signs(net, keep, t_present))
             del net
             start += m
         if self.backend == "runtime":
@@ -313,15 +311,29 @@ class PlasticLayer:
                             cat(inputs[0], np.int64), cat(inputs[1], np.float64), cat(signs, np.float64),
                             cat(inhibitory[1], np.float64))
 
+    def _spike_signs(self, net: WTANetwork, keep: np.ndarray, t_present: float) -> np.ndarray:
+        """The sign each recorded spike's update finally took (``keep``: the spikes returned): set at the spike
+        (ideal), or by the race of its presentation (circuit: + for the neuron that claimed, the rule's
+        sign for the others, 0 where no neuron claimed and the presentation's updates were dropped)."""
+        if net.claim_monitor is None:
+            return np.asarray(net.spike_monitor.spk_sign[:], dtype=np.float64)[keep]
+        neuron, times = (a[keep] for a in net.events(net.spike_monitor))
+        claim_i, claim_t = net.events(net.claim_monitor)
+        claim_pres = np.floor(claim_t / t_present + 1e-9).astype(np.int64)
+        claimed = set(zip(claim_pres.tolist(), claim_i.tolist()))
+        pres = np.floor(times / t_present + 1e-9).astype(np.int64)
+        won = np.array([(p, k) in claimed for p, k in zip(pres.tolist(), neuron.tolist())], dtype=bool)
+        decided = np.isin(pres, claim_pres)
+        return np.where(won, 1.0, np.where(decided, 1.0 - 2.0 * RULE_SIGNS[self.rule], 0.0))
+
     def _inhibition_states(self, record: bool) -> dict:
         """Run-time values and carried state of the circuit's inhibition (none for the ideal normaliser)."""
         p = self.params
         if p.wta != "circuit":
             return {}
-        seen_rate = 1.0 - float(np.exp(-p.dt / p.winner_tau)) if p.winner_tau > 0 * p.dt else 1.0
         return {**self.inhibition_state, "outputs.drift": p.inhibition_strength * float(p.output_rate * p.dt),
-                "outputs.log_winner_share": np.log(p.winner_share), "outputs.seen_rate": seen_rate,
-                "from_inh.J": p.inhibition_strength, "inhibition.record_inhibitory": float(record)}
+                "outputs.race_to_claim": p.winner_race, "from_inh.J": p.inhibition_strength,
+                "inhibition.record_inhibitory": float(record)}
 
 
 __all__ = ["PlasticLayer", "active_network", "Presentation", "CompilerNotFoundError", "check_compiler",

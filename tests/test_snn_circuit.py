@@ -7,6 +7,7 @@ circuit with what it should compute (``softmax(t u)``, argmax ``u``, the rate ru
 idealised layer (``wta="ideal"``), with tolerances from sampling statistics plus the measured
 circuit bias named in each test.
 """
+import brian2
 import numpy as np
 import pytest
 import torch
@@ -93,19 +94,21 @@ def test_firing_shares_are_softmax_and_the_rate_is_held(patches, learned, t):
 
 
 def test_winner_signal_agrees_with_argmax(patches, learned):
-    """Each counted spike's plasticity sign (Hebbian for the winner) against argmax ``W x`` of its patch, over
-    2000 real patches at the learning temperature: the circuit's local signal (share > 0.4 as the
-    neuron's own inhibition tells it) agrees for 0.899-0.901 of the spikes (seeds 1-3; with exact
-    shares the rule ``p_k > 0.4`` would reach 0.970, so 0.07 is what the noise of the neuron's
-    inhibition costs), floor 0.885; the ideal sharp normaliser 0.990-0.991, floor 0.98. A flipped
-    sign gives ~0.1, a winner threshold on the raw drive ``e^{t u}`` without the inhibition ~0.2."""
+    """Each counted spike's final plasticity sign (Hebbian for the winner) against argmax ``W x`` of its patch,
+    over 2000 real patches at the learning temperature. The circuit's race (the first neuron whose own
+    expected spike count reaches 10 claims) agrees for 0.991 of the spikes (seed 1; race to 3: 0.993,
+    to 1: 0.990), the ideal sharp normaliser for 0.990-0.991 (seeds 1-3); floor 0.98 for both. A
+    winner chosen by a threshold on the neuron's share instead (share > 0.4 as its inhibition tells
+    it) reached 0.90; a flipped sign gives ~0.1. In 1.05 % of the presentations no race reaches 10
+    (their changes are dropped: sign 0, counted as disagreement for the argmax neuron); bound 3 %."""
     x = patches[1]
     winner = (x @ learned.T).argmax(1)
-    for wta, floor in (("circuit", 0.885), ("ideal", 0.98)):
+    for wta in ("circuit", "ideal"):
         out = layer(wta, seed=1, weights=learned, **HYPER).present(x, learn=False, record_spikes=True)
         is_winner = winner[window_spikes(out, preset("fast"))] == out.spike_i
         agreement = np.mean((out.spike_sign > 0) == is_winner)
-        assert agreement >= floor, (wta, agreement)
+        assert agreement >= 0.98, (wta, agreement)
+        assert np.mean(out.spike_sign == 0) < 0.03
 
 
 # --- learning --------------------------------------------------------------------------------------------
@@ -113,12 +116,14 @@ def test_winner_signal_agrees_with_argmax(patches, learned):
 def test_circuit_learns_the_rate_rule_kernels_with_spike_noise(patches, init_weights, learned):
     """20k patches from norms ~25, 16 neurons: the circuit learns the rate rule's kernels as the ideal layer
     does (matched mean cosine >= 0.95, 0.15 above the rate rule's cosine to the initial weights,
-    median norm error <= 0.2; measured, seeds 1-3: circuit 0.997 / 0.041-0.046, ideal 0.996 /
-    0.009-0.010, rate rule to initial 0.788), and it learns them *with spike noise*: the distance
-    between the weights of two seeds lies within [0.3, 3] times the distance that Poisson sampling
-    of the output spikes predicts (:func:`snn.reference.poisson_rate_learn`, two seeds; measured
-    ratio 1.25-1.67, ideal 1.43). A layer that computed the rate rule instead of spiking would give
-    distance 0; one with a broken rule, cosines far below 0.95."""
+    median norm error <= 0.2; measured, seeds 1-4: circuit 0.998 / 0.012-0.014, ideal (seeds 1-2)
+    0.996 / 0.009-0.010, rate rule to initial 0.788), and it learns them *with spike noise*: the
+    distance between the weights of two seeds lies within [0.3, 8] times the distance that Poisson
+    sampling of the output spikes alone predicts (:func:`snn.reference.poisson_rate_learn`, two
+    seeds). Measured: 3.0-4.9 for the circuit (pairs of seeds 1-4), 1.43 for the ideal layer; the
+    circuit adds the sign errors of the race (1 % of the spikes, each a full-size update of the other
+    sign) and the dropped undecided presentations. A layer that computed the rate rule instead of
+    spiking would give distance 0; one with a broken rule, cosines far below 0.95."""
     x = patches[0]
     ideal = layer("ideal", seed=1, weights=init_weights, **HYPER).present(x).weights
     circuit = [layer(seed=s, weights=init_weights, **HYPER).present(x).weights for s in (1, 2)]
@@ -130,7 +135,7 @@ def test_circuit_learns_the_rate_rule_kernels_with_spike_noise(patches, init_wei
     spikes = float(preset("fast").output_rate * preset("fast").t_learn)
     poisson = [reference.poisson_rate_learn(x, init_weights, **HYPER, spikes=spikes, seed=s) for s in (1, 2)]
     ratio = reference.matched_distance(*circuit) / reference.matched_distance(*poisson)
-    assert 0.3 < ratio < 3.0, ratio
+    assert 0.3 < ratio < 8.0, ratio
 
 
 # --- devices programmed at each plastic event ---------------------------------------------------------------
@@ -211,3 +216,10 @@ def test_devices_without_event_code_are_a_clear_error():
         SpikingSoftHebb(N_IN, K, backend="runtime", synapse=make_synapse("pcm"))
     SpikingSoftHebb(N_IN, K, backend="runtime", synapse=make_synapse("pcm"), device_updates="chunk")
     assert set(device_events.EVENT_CODE) == {LinearSynapse, RRAMSynapse}
+
+
+@pytest.mark.parametrize("bad", [dict(wta="mean-field"), dict(inhibition_strength=0.0), dict(winner_race=-1.0),
+                                 dict(n_inhibitory=0), dict(inhibition_delay=0.1 * brian2.ms)])
+def test_bad_circuit_parameters_are_named(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        preset("fast", **bad)
