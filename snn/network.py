@@ -164,7 +164,7 @@ TO_NORMALISER = """
 Zsum_post = ex_pre : 1 (summed)
 Z2sum_post = (ex_pre / Zsum_post)**sharpness : 1 (summed)
 """
-# circuit: one inhibitory integrate-and-fire neuron, excitatory -> inhibitory -> excitatory synapses
+# circuit: inhibitory integrate-and-fire neurons, excitatory -> inhibitory -> excitatory synapses
 INHIBITORY_EQS = """
 v_inh : 1
 record_inhibitory : 1 (shared)
@@ -175,8 +175,8 @@ TO_INHIBITORY = "v_inh_post += 1"
 INHIBITION_EQS = "J : 1 (shared)"
 INHIBITION_ON_PRE = "h_post += J"
 SYNAPSE_EQS = "w : 1"
-#: the rule's change of a synapse on a spike of its neuron; then ``apply`` (float or device) sets ``w``
-#: the rule's change of a synapse on a spike of its neuron, before its sign
+#: the rule's change of a synapse on a spike of its neuron, before its sign; the signed ``dw_rule`` then goes
+#: to the synapse's ``apply`` (float or device), which sets ``w``
 RULE_RAW = "lr_post * lrfac_post * (a_pre - u_post * w) / (rate * t_learn)"
 #: ideal: the sign is known at the spike; circuit: the change waits in ``elig`` until the race is decided
 RULE_DW = {"ideal": f"dw_rule = spk_sign_post * {RULE_RAW}",
