@@ -69,8 +69,9 @@ class Presentation:
         weights: ``(K, n_in)`` weights after the last presentation.
         spike_i, spike_t: output spikes (neuron, seconds from the call's start); empty unless recorded.
         input_i, input_t: input events, the onset event of each presentation included; empty unless recorded.
-        spike_sign: the plasticity sign of each recorded output spike (+1 Hebbian, -1 anti-Hebbian).
-        inhibitory_t: spikes of the inhibitory neuron (circuit), seconds; empty unless output spikes are recorded.
+        spike_sign: the sign each recorded output spike's update took (+1 Hebbian, -1 anti-Hebbian; 0 where a
+            circuit's race stayed undecided and the presentation's changes were dropped).
+        inhibitory_t: spikes of the inhibitory neurons (circuit), seconds; empty unless output spikes are recorded.
     """
 
     counts: np.ndarray
