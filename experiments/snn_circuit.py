@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from brian2 import ms
 
-from rate_decoder import configure_cpu, load_dataset
+from hardware_models import make_synapse
+from rate_decoder import configure_cpu, load_dataset, rules
 from rate_decoder.run import write_json
 from snn import SpikingSoftHebb, data, preset, reference
-from rate_decoder import rules
 
 HYPER = dict(inverse_temperature=1.0, lr=1e-3, lr_power=0.5)
 SETS = ("circuit", "ideal", "circuit_linear16", "circuit_pcm", "rate", "initial")
@@ -75,9 +75,11 @@ def firing(out_dir: Path) -> dict:
             print(json.dumps(rows[-1]), flush=True)
     report = {"rows": rows, "kernels": "rate rule, 20k patches, 16 neurons", "probe_patches": len(probe)}
     write_json(out_dir / "firing.json", report)
-    lines = ["| wta | J | delay (ms) | t | TV | rate / R | CV of total | winner agreement |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['wta']} | {r['J'] if r['J'] is not None else '-'} | {r['delay_ms']:g} | {r['t']} | {r['tv']:.4f} | "
-              f"{r['rate_over_R']:.3f} | {r['cv_total']:.3f} | {r['winner_agreement']:.3f} |" for r in rows]
+    lines = ["| wta | J | delay (ms) | t | TV | rate / R | CV of total | winner agreement |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['wta']} | {r['J'] if r['J'] is not None else '-'} | {r['delay_ms']:g} | {r['t']} | "
+              f"{r['tv']:.4f} | {r['rate_over_R']:.3f} | {r['cv_total']:.3f} | {r['winner_agreement']:.3f} |"
+              for r in rows]
     (out_dir / "firing.md").write_text("\n".join(lines) + "\n")
     raster(w, probe, out_dir / "raster.png")
     return report
@@ -118,14 +120,15 @@ def learn(out_dir: Path, seed: int, patches: int, neurons: int) -> dict:
     images, _ = data.load_mnist("train")
     x = data.random_patches(images, patches, 5, seed=seed)
     w0 = np.random.default_rng(seed + 1).standard_normal((neurons, 25)) * 25 / 5
-    from hardware_models import make_synapse
     kernels, report = {"initial": w0}, {"seed": seed, "patches": patches, "neurons": neurons, **HYPER}
     start = time.perf_counter()
     kernels["rate"] = reference.rate_learn(x, w0, **HYPER)
     report["rate_s"] = time.perf_counter() - start
     for name in SETS[:4]:
         wta = "ideal" if name == "ideal" else "circuit"
-        synapse, updates = (make_synapse(DEVICES[name][0], seed=seed), DEVICES[name][1]) if name in DEVICES else (None, "event")
+        synapse, updates = None, "event"
+        if name in DEVICES:
+            synapse, updates = make_synapse(DEVICES[name][0], seed=seed), DEVICES[name][1]
         layer = SpikingSoftHebb(25, neurons, params=preset("fast", wta=wta), chunk=5000, weights=w0, seed=seed,
                                 synapse=synapse, device_updates=updates, **HYPER)
         layer.build()

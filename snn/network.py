@@ -144,7 +144,8 @@ OUTPUT_DRIVE = {"ideal": "ex = exp(inv_temp * u)",
 #: flushes its pending updates once decided, or at the last step of a presentation
 CLAIM = "gate > 0.5 and learning > 0.5 and decided < 0.5 and claimed < 0.5 and race > race_to_claim"
 FLUSH = "gate > 0.5 and flushed < 0.5 and (decided > 0.5 or t - t_on > t_present - 1.5 * dt)"
-RACE_ONSET = "\nrace = 0\nclaimed = 0\ndecided = 0\nflushed = 0"
+#: what else restarts at each onset
+ONSET = {"ideal": "", "circuit": "\nrace = 0\nclaimed = 0\ndecided = 0\nflushed = 0"}
 GATE_EQS = "v_gate : 1"
 TO_GATE = "v_gate_post += 1"
 FROM_GATE = "decided_post = 1"
@@ -220,7 +221,7 @@ def output_code(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) ->
         return "\n".join([change, "w_before = w" if biased else "", synapse.apply, BIAS_ON_POST if biased else ""])
     on_post = applied(RULE_DW[wta]) if wta == "ideal" else {"post": applied(RULE_DW[wta]), "flush": applied(FLUSH_DW)}
     return {"step": f"{d} = {d} * decay\n{OUTPUT_DRIVE[wta]}",
-            "onset": f"{d} = 0\nt_on = t\ngate = present_gate(t + 0.5 * t_present)" + (RACE_ONSET if wta == "circuit" else ""),
+            "onset": f"{d} = 0\nt_on = t\ngate = present_gate(t + 0.5 * t_present)" + ONSET[wta],
             "on_pre": f"{d}_post += w * ev_pre",
             "on_post": on_post,
             "threshold": OUTPUT_THRESHOLD[wta],
