@@ -84,7 +84,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--normalisation", choices=NORMALISATIONS, default="global",
                    help="global: max-normalisation of each update (paper); fixed: a constant gain calibrated on the "
                         "first batch (the local variant a chip or a spiking network can compute); neuron: each neuron's own "
-                        "max|D_k| (neuron-local); none: raw batch sum")
+                        "max|D_k| (neuron-local); none: raw batch sum; modulated: one slow broadcast gain (running "
+                        "mean |D|); homeostatic: each neuron's leaky running max of its own |D_k|")
     t.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="dtype of the Hebbian layers' convolutions and plasticity products (bf16: ~2x faster "
                         "on CPUs with AVX512-BF16; weights and updates stay fp32)")

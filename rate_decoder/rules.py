@@ -245,7 +245,96 @@ class FixedGain(Normalisation):
         return f"FixedGain(gain={self.gain!r})"
 
 
-_NORMALISATION_CLASSES = {cls.name: cls for cls in (LayerMax, FixedGain, NeuronMax, NoNormalisation)}
+class ModulatedGain(Normalisation):
+    r"""``"modulated"``: one scalar broadcast to the layer, a slow running mean of the layer's mean ``|D|``.
+
+    A neuromodulator-like signal: :math:`m_n = \mathrm{mean}|D^{(n)}|` of batch ``n`` (a population average,
+    not a maximum) is low-passed with time constant ``tau`` batches, :math:`g_n = g_{n-1} + (m_n - g_{n-1})
+    / \tau`, and the divisor is :math:`c\,g_n` with :math:`c = \max|D^{(1)}| / \mathrm{mean}|D^{(1)}|` fixed at
+    the first batch, so the first step equals the paper's. Later steps follow the update's magnitude
+    as it shrinks with the neuron norms, as the paper's max does, but through one slow scalar: each
+    synapse needs its own activity, its neuron's norm and the broadcast gain.
+
+    State: ``{"gain": g, "ratio": c}`` (float64 scalars; 0 until the first batch).
+
+    Example::
+
+        >>> norm = ModulatedGain(tau=2.0)
+        >>> norm.divisor(torch.tensor([[1.0, -3.0]]))  # first batch: max |D| = 3
+        3.0
+        >>> norm.divisor(torch.tensor([[0.5, -0.5]]))  # g = 2 + (0.5 - 2) / 2 = 1.25, c = 1.5
+        1.875
+    """
+
+    name = "modulated"
+    stateful = True
+
+    def __init__(self, tau: float = 100.0):
+        tau = float(tau)
+        if not (math.isfinite(tau) and tau >= 1):
+            raise ValueError(f"tau must be a finite number >= 1 (batches), got {tau}")
+        self.tau, self.gain, self.ratio = tau, 0.0, 0.0
+
+    def divisor(self, delta: Tensor) -> float:
+        mean = float(delta.abs().mean()) + 1e-30
+        if self.ratio == 0.0:
+            self.ratio, self.gain = float(LayerMax().divisor(delta)) / mean, mean
+        else:
+            self.gain += (mean - self.gain) / self.tau
+        return self.ratio * self.gain
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"gain": torch.tensor(self.gain, dtype=torch.float64),
+                "ratio": torch.tensor(self.ratio, dtype=torch.float64)}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        super().load_state_dict(state)
+        self.gain, self.ratio = float(state["gain"]), float(state["ratio"])
+
+    def __repr__(self) -> str:
+        return f"ModulatedGain(tau={self.tau!r}, gain={self.gain!r}, ratio={self.ratio!r})"
+
+
+class HomeostaticGain(Normalisation):
+    r"""``"homeostatic"``: each neuron divides by a leaky running maximum of its own ``max_i |D_ki|``.
+
+    :math:`g_k \leftarrow \max(\max_i |D_{ki}|,\; g_k e^{-1/\tau})` per batch (``tau`` in batches), shape
+    ``(K,)``: local to the neuron (a homeostatic variable it keeps), with memory, unlike
+    ``"neuron"``, whose divisor is the current batch's alone.
+
+    State: ``{"gain": g}`` (float64, ``(K,)``; empty until the first batch).
+    """
+
+    name = "homeostatic"
+    stateful = True
+
+    def __init__(self, tau: float = 100.0):
+        tau = float(tau)
+        if not (math.isfinite(tau) and tau >= 1):
+            raise ValueError(f"tau must be a finite number >= 1 (batches), got {tau}")
+        self.tau, self.gain = tau, torch.zeros(0, dtype=torch.float64)
+
+    def divisor(self, delta: Tensor) -> Tensor:
+        current = delta.detach().flatten(1).abs().amax(dim=1).to(torch.float64) + 1e-30
+        if self.gain.shape != current.shape:
+            self.gain = current.cpu()
+        else:
+            self.gain = torch.maximum(current.cpu(), self.gain * math.exp(-1.0 / self.tau))
+        return self.gain.to(delta.device, delta.dtype)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"gain": self.gain.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        super().load_state_dict(state)
+        self.gain = state["gain"].to(torch.float64).clone()
+
+    def __repr__(self) -> str:
+        return f"HomeostaticGain(tau={self.tau!r})"
+
+
+_NORMALISATION_CLASSES = {cls.name: cls for cls in (LayerMax, FixedGain, NeuronMax, NoNormalisation, ModulatedGain,
+                                                     HomeostaticGain)}
 #: names of the update normalisations, the keys :func:`make_normalisation` accepts
 NORMALISATIONS = tuple(_NORMALISATION_CLASSES)
 

@@ -287,11 +287,12 @@ def test_fixed_gain_is_saved_as_fixed_divisor_and_restored():
 
 
 def test_normalisation_registry_and_objects():
-    assert rules.NORMALISATIONS == ("global", "fixed", "neuron", "none")
+    assert rules.NORMALISATIONS == ("global", "fixed", "neuron", "none", "modulated", "homeostatic")
     for name in rules.NORMALISATIONS:
         norm = rules.make_normalisation(name)
         assert isinstance(norm, rules.Normalisation) and norm.name == name
-        assert norm.stateful == (name == "fixed") and (norm.state_dict() != {}) == norm.stateful
+        assert norm.stateful == (name in ("fixed", "modulated", "homeostatic"))
+        assert (norm.state_dict() != {}) == norm.stateful
     norm = rules.FixedGain()
     assert rules.make_normalisation(norm) is norm
     with pytest.raises(ValueError, match="unknown update normalisation"):
@@ -417,3 +418,52 @@ def test_docstring_examples_run():
     for module in (rules, layers):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("normalisation", ["modulated", "homeostatic"])
+def test_running_gains_resume_from_a_saved_layer(normalisation):
+    """A stateful gain saved with the layer's weights and loaded into a fresh layer continues exactly."""
+    torch.manual_seed(3)
+    kw = dict(inverse_temperature=0.7, lr=0.05, lr_power=0.5, radius=1.5, dtype=torch.float64)
+    layer = SoftHebbConv2d(2, 4, 3, normalisation=normalisation, **kw)
+    xs = [torch.randn(3, 2, 5, 4, dtype=torch.float64) * (1 + n) for n in range(3)]
+    layer.hebbian_step(xs[0])
+    copy = SoftHebbConv2d(2, 4, 3, normalisation=normalisation, **kw)
+    copy.load_state_dict(layer.state_dict())
+    for x in xs[1:]:
+        layer.hebbian_step(x), copy.hebbian_step(x)
+    torch.testing.assert_close(copy.weight, layer.weight, rtol=0, atol=0)
+    assert all(k.startswith(f"{normalisation}_") for k in set(layer.state_dict()) - {"weight"})
+
+
+def test_modulated_gain_starts_as_the_paper_then_follows_a_slow_mean():
+    """``"modulated"``: the first step equals the paper's; the divisor then moves towards c * mean|D| with
+    time constant tau batches (c = max/mean of the first batch), not to the current max|D|."""
+    torch.manual_seed(0)
+    kw = dict(inverse_temperature=0.7, lr=0.05, lr_power=0.5, radius=1.5, dtype=torch.float64)
+    mod, paper = SoftHebbConv2d(2, 4, 3, normalisation="modulated", **kw), SoftHebbConv2d(2, 4, 3, **kw)
+    paper.weight.data.copy_(mod.weight)
+    x1, x2 = torch.randn(3, 2, 5, 4, dtype=torch.float64), 3 * torch.randn(3, 2, 5, 4, dtype=torch.float64)
+    w0 = mod.weight.detach().clone()
+    mod.hebbian_step(x1), paper.hebbian_step(x1)
+    torch.testing.assert_close(mod.weight, paper.weight, rtol=0, atol=1e-12)
+    u0 = rules.conv_forward(mod.pad(x1), w0)
+    d1 = rules.conv_update(mod.pad(x1), u0, rules.signed_post(u0, 0.7), w0)
+    w1 = mod.weight.detach().clone()
+    u1 = rules.conv_forward(mod.pad(x2), w1)
+    d2 = rules.conv_update(mod.pad(x2), u1, rules.signed_post(u1, 0.7), w1)
+    mod.hebbian_step(x2)
+    ratio, mean1 = d1.abs().max() / d1.abs().mean(), d1.abs().mean()
+    divisor = ratio * (mean1 + (d2.abs().mean() - mean1) / 100.0)
+    expected = w1 + rules.norm_learning_rate(w1, 0.05, 0.5).view(-1, 1, 1, 1) * d2 / divisor
+    torch.testing.assert_close(mod.weight, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_homeostatic_gain_is_a_leaky_running_max_per_neuron():
+    norm = rules.make_normalisation("homeostatic", tau=10.0)
+    first = norm.divisor(torch.tensor([[1.0, -3.0], [0.5, 0.2]], dtype=torch.float64))
+    torch.testing.assert_close(first, torch.tensor([3.0, 0.5], dtype=torch.float64))
+    second = norm.divisor(torch.tensor([[0.1, 0.1], [2.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(second, torch.tensor([3.0 * np.exp(-0.1), 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="tau"):
+        rules.make_normalisation("homeostatic", tau=0.5)
