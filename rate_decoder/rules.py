@@ -245,6 +245,14 @@ class FixedGain(Normalisation):
         return f"FixedGain(gain={self.gain!r})"
 
 
+def _time_constant(tau: float) -> float:
+    """A running gain's time constant in batches, checked."""
+    tau = float(tau)
+    if not (math.isfinite(tau) and tau >= 1):
+        raise ValueError(f"tau must be a finite number >= 1 (batches), got {tau}")
+    return tau
+
+
 class ModulatedGain(Normalisation):
     r"""``"modulated"``: one scalar broadcast to the layer, a slow running mean of the layer's mean ``|D|``.
 
@@ -270,10 +278,7 @@ class ModulatedGain(Normalisation):
     stateful = True
 
     def __init__(self, tau: float = 100.0):
-        tau = float(tau)
-        if not (math.isfinite(tau) and tau >= 1):
-            raise ValueError(f"tau must be a finite number >= 1 (batches), got {tau}")
-        self.tau, self.gain, self.ratio = tau, 0.0, 0.0
+        self.tau, self.gain, self.ratio = _time_constant(tau), 0.0, 0.0
 
     def divisor(self, delta: Tensor) -> float:
         mean = float(delta.abs().mean()) + 1e-30
@@ -309,10 +314,7 @@ class HomeostaticGain(Normalisation):
     stateful = True
 
     def __init__(self, tau: float = 100.0):
-        tau = float(tau)
-        if not (math.isfinite(tau) and tau >= 1):
-            raise ValueError(f"tau must be a finite number >= 1 (batches), got {tau}")
-        self.tau, self.gain = tau, torch.zeros(0, dtype=torch.float64)
+        self.tau, self.gain = _time_constant(tau), torch.zeros(0, dtype=torch.float64)
 
     def divisor(self, delta: Tensor) -> Tensor:
         current = delta.detach().flatten(1).abs().amax(dim=1).to(torch.float64) + 1e-30
