@@ -200,16 +200,23 @@ def test_bf16_products_stay_close_to_fp32():
     assert (d16 - d32).abs().max() > 0  # it really computed in bf16
 
 
-def test_fixed_normalisation_is_global_first_then_a_frozen_gain():
-    """``"fixed"``: the first step equals the paper's; later steps divide by that first max|D|, frozen."""
+def first_step_against_the_paper(normalisation: str):
+    """A conv layer with ``normalisation`` and one with the paper's, same initial weights, after one step on
+    ``x1``, which must be the same for both; returns ``(layer, paper, x1, x2, w0)``."""
     torch.manual_seed(0)
     kw = dict(inverse_temperature=0.7, lr=0.05, lr_power=0.5, radius=1.5, dtype=torch.float64)
-    fixed, paper = SoftHebbConv2d(2, 4, 3, normalisation="fixed", **kw), SoftHebbConv2d(2, 4, 3, **kw)
-    paper.weight.data.copy_(fixed.weight)
+    layer, paper = SoftHebbConv2d(2, 4, 3, normalisation=normalisation, **kw), SoftHebbConv2d(2, 4, 3, **kw)
+    paper.weight.data.copy_(layer.weight)
     x1, x2 = torch.randn(3, 2, 5, 4, dtype=torch.float64), 3 * torch.randn(3, 2, 5, 4, dtype=torch.float64)
-    w0 = fixed.weight.detach().clone()
-    fixed.hebbian_step(x1), paper.hebbian_step(x1)
-    torch.testing.assert_close(fixed.weight, paper.weight, rtol=0, atol=1e-12)
+    w0 = layer.weight.detach().clone()
+    layer.hebbian_step(x1), paper.hebbian_step(x1)
+    torch.testing.assert_close(layer.weight, paper.weight, rtol=0, atol=1e-12)
+    return layer, paper, x1, x2, w0
+
+
+def test_fixed_normalisation_is_global_first_then_a_frozen_gain():
+    """``"fixed"``: the first step equals the paper's; later steps divide by that first max|D|, frozen."""
+    fixed, paper, x1, x2, w0 = first_step_against_the_paper("fixed")
     d1 = rules.conv_update(fixed.pad(x1), rules.conv_forward(fixed.pad(x1), w0),
                            rules.signed_post(rules.conv_forward(fixed.pad(x1), w0), 0.7), w0)
     assert fixed.normaliser.gain == pytest.approx(d1.abs().max().item(), rel=1e-12)
@@ -439,14 +446,7 @@ def test_running_gains_resume_from_a_saved_layer(normalisation):
 def test_modulated_gain_starts_as_the_paper_then_follows_a_slow_mean():
     """``"modulated"``: the first step equals the paper's; the divisor then moves towards c * mean|D| with
     time constant tau batches (c = max/mean of the first batch), not to the current max|D|."""
-    torch.manual_seed(0)
-    kw = dict(inverse_temperature=0.7, lr=0.05, lr_power=0.5, radius=1.5, dtype=torch.float64)
-    mod, paper = SoftHebbConv2d(2, 4, 3, normalisation="modulated", **kw), SoftHebbConv2d(2, 4, 3, **kw)
-    paper.weight.data.copy_(mod.weight)
-    x1, x2 = torch.randn(3, 2, 5, 4, dtype=torch.float64), 3 * torch.randn(3, 2, 5, 4, dtype=torch.float64)
-    w0 = mod.weight.detach().clone()
-    mod.hebbian_step(x1), paper.hebbian_step(x1)
-    torch.testing.assert_close(mod.weight, paper.weight, rtol=0, atol=1e-12)
+    mod, paper, x1, x2, w0 = first_step_against_the_paper("modulated")
     u0 = rules.conv_forward(mod.pad(x1), w0)
     d1 = rules.conv_update(mod.pad(x1), u0, rules.signed_post(u0, 0.7), w0)
     w1 = mod.weight.detach().clone()
