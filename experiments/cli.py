@@ -14,6 +14,7 @@ work; a problem is one line ``softhebb: error: ...`` on stderr and exit status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -33,7 +34,14 @@ def build_config(args) -> RunConfig:
         mode = DEPRECATED_MODES[mode]
         print(f"softhebb: note: --mode {args.mode} is deprecated; it is the reference code's {mode!r} mode, "
               f"now called that: use --mode {mode}", file=sys.stderr)
-    return RunConfig(load_preset(args.preset, args.layers, args.width_factor), rule=args.rule, mode=mode,
+    preset = load_preset(args.preset, args.layers, args.width_factor)
+    if args.gain_tau is not None:
+        taus = args.gain_tau if len(args.gain_tau) > 1 else args.gain_tau * len(preset.layers)
+        if len(taus) != len(preset.layers):
+            raise ValueError(f"--gain-tau takes one value or one per layer ({len(preset.layers)}), got {len(taus)}")
+        preset = dataclasses.replace(preset, layers=tuple(dataclasses.replace(layer, gain_tau=tau)
+                                                          for layer, tau in zip(preset.layers, taus)))
+    return RunConfig(preset, rule=args.rule, mode=mode,
                      seed=args.seed, normalisation=args.normalisation, precision=args.precision, n_train=args.n_train,
                      n_test=args.n_test, readout_epochs=args.readout_epochs, data_dir=args.data_dir,
                      download=args.download, synapse=args.synapse)
@@ -85,7 +93,11 @@ def parser() -> argparse.ArgumentParser:
                    help="global: max-normalisation of each update (paper); fixed: a constant gain calibrated on the "
                         "first batch (the local variant a chip or a spiking network can compute); neuron: each neuron's own "
                         "max|D_k| (neuron-local); none: raw batch sum; modulated: one slow broadcast gain (running "
-                        "mean |D|); homeostatic: each neuron's leaky running max of its own |D_k|")
+                        "mean |D|); homeostatic: each neuron's leaky running max of its own |D_k|; peak: one broadcast "
+                        "leaky running max of the layer's max|D|")
+    t.add_argument("--gain-tau", type=float, nargs="+", metavar="TAU",
+                   help="time constant in batches of a running gain (homeostatic, modulated, peak): one value, or "
+                        "one per layer (default: the preset's, 100)")
     t.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="dtype of the Hebbian layers' convolutions and plasticity products (bf16: ~2x faster "
                         "on CPUs with AVX512-BF16; weights and updates stay fp32)")

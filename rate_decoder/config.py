@@ -27,7 +27,7 @@ from pathlib import Path
 from .augment import AUGMENTATIONS
 from .data import INPUT_NORMALISATIONS, UNSUPERVISED_SPLITS
 from .rules import NORMALISATIONS
-from .validation import (ANY_TEXT, DROPOUT, FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, ODD_INT, POSITIVE, POSITIVE_INT, TEXT,
+from .validation import (ANY_TEXT, AT_LEAST_ONE, DROPOUT, FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, ODD_INT, POSITIVE, POSITIVE_INT, TEXT,
                          ConfigError, Record, instance_of, is_int, is_number, must_be, one_of, optional, spec)
 
 #: ``random`` keeps the initial weights (its unsupervised pass only fits the batch norms, see
@@ -92,7 +92,11 @@ def _layer_tuple(where: str, name: str, value):
 
 @dataclass(frozen=True)
 class LayerSpec(Record):
-    """One hidden block: ``BN -> SoftHebb conv (kernel, neurons) -> activation -> pooling`` (docs/algorithm.md §2-3)."""
+    """One hidden block: ``BN -> SoftHebb conv (kernel, neurons) -> activation -> pooling`` (docs/algorithm.md §2-3).
+
+    ``gain_tau`` is the time constant, in batches, of an update normalisation with a running gain
+    (``homeostatic``, ``modulated``, ``peak``; the others ignore it).
+    """
 
     out_channels: int = spec(POSITIVE_INT)
     kernel_size: int = spec(ODD_INT)
@@ -104,6 +108,7 @@ class LayerSpec(Record):
     activation_power: float = spec(POSITIVE, 1.0, number=True)
     pre_triangle: bool = spec(FLAG, False)
     radius: float = spec(POSITIVE, 25.0, number=True)
+    gain_tau: float = spec(AT_LEAST_ONE, 100.0, number=True)
 
     def _source(self) -> str:
         return "layer"

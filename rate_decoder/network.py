@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from .activations import make_activation
 from .config import PRECISIONS, RULES, LayerSpec, Preset, parse_pool
 from .data import Images, check_images
+from . import rules
 from .layers import SoftHebbConv2d
 
 #: dtype of the Hebbian layers' large products, per ``precision``; weights and updates stay fp32
@@ -49,7 +50,8 @@ class Block(nn.Module):
         else:
             self.conv = SoftHebbConv2d(
                 in_channels, spec.out_channels, k, inverse_temperature=spec.inverse_temperature, lr=spec.lr,
-                lr_power=spec.lr_power, rule="softhebb" if rule == "random" else rule, normalisation=normalisation,
+                lr_power=spec.lr_power, rule="softhebb" if rule == "random" else rule,
+                normalisation=rules.layer_normalisation(normalisation, spec.gain_tau),
                 radius=spec.radius, pre_triangle=spec.pre_triangle, compute_dtype=compute_dtype, device=device)
             activation = spec.activation
         self.activation = make_activation(activation, spec.activation_power)

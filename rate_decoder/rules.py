@@ -32,6 +32,7 @@ the step is then explicit: it is the object, which the layer holds and saves wit
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, ClassVar, Mapping
 
@@ -127,7 +128,10 @@ def conv_forward(x_padded: Tensor, weight: Tensor, compute_dtype=None) -> Tensor
 class Normalisation:
     r"""The divisor of a batch's raw update: :math:`\Delta W_k = \eta_k D_k / \mathrm{divisor}`.
 
-    A subclass sets ``name`` (its key in :data:`NORMALISATIONS`) and implements :meth:`divisor`.
+    A subclass sets ``name`` (its key in :data:`NORMALISATIONS`) and ``scope``, what its divisor for a
+    neuron may depend on: ``"neuron"`` (that neuron's own changes and state), ``"layer"`` (one value
+    shared by the whole layer, from all its changes) or ``"constant"`` (nothing that changes from batch to
+    batch after the first); and implements :meth:`divisor`.
     A stateful one (``stateful = True``) keeps what it carries from step to step as tensors in
     :meth:`state_dict`, which a layer saves with its weights under ``"<name>_<key>"``; it may change
     that state in :meth:`calibrate`, which a layer calls before each step, and in :meth:`divisor`.
@@ -135,6 +139,7 @@ class Normalisation:
     """
 
     name: ClassVar[str]
+    scope: ClassVar[str]
     stateful: ClassVar[bool] = False
 
     def divisor(self, delta: Tensor) -> Tensor | float:
@@ -165,6 +170,7 @@ class LayerMax(Normalisation):
     """``"global"``: ``max |D| + 1e-30`` over the whole layer (docs/algorithm.md §2.5), the paper's rule."""
 
     name = "global"
+    scope = "layer"
 
     def divisor(self, delta: Tensor) -> Tensor:
         low, high = torch.aminmax(delta)  # one pass, no |D| temporary (20x faster than vector_norm(inf) here)
@@ -175,6 +181,7 @@ class NeuronMax(Normalisation):
     """``"neuron"``: each neuron's own ``max_i |D_ki| + 1e-30``, shape ``(K,)``."""
 
     name = "neuron"
+    scope = "neuron"
 
     def divisor(self, delta: Tensor) -> Tensor:
         return delta.flatten(1).abs().amax(dim=1) + 1e-30
@@ -184,6 +191,7 @@ class NoNormalisation(Normalisation):
     """``"none"``: divisor 1, the raw batch sum (the local rule a spiking network computes)."""
 
     name = "none"
+    scope = "constant"
 
     def divisor(self, delta: Tensor) -> float:
         return 1.0
@@ -214,6 +222,7 @@ class FixedGain(Normalisation):
     """
 
     name = "fixed"
+    scope = "constant"
     stateful = True
 
     def __init__(self, gain: float = 0.0):
@@ -275,6 +284,7 @@ class ModulatedGain(Normalisation):
     """
 
     name = "modulated"
+    scope = "layer"
     stateful = True
 
     def __init__(self, tau: float = 100.0):
@@ -311,17 +321,22 @@ class HomeostaticGain(Normalisation):
     """
 
     name = "homeostatic"
+    scope = "neuron"
     stateful = True
 
     def __init__(self, tau: float = 100.0):
         self.tau, self.gain = _time_constant(tau), torch.zeros(0, dtype=torch.float64)
 
+    def magnitude(self, delta: Tensor) -> Tensor:
+        """What the running maximum follows: each neuron's ``max_i |D_ki|``, shape ``(K,)``."""
+        return delta.detach().flatten(1).abs().amax(dim=1)
+
     def divisor(self, delta: Tensor) -> Tensor:
-        current = delta.detach().flatten(1).abs().amax(dim=1).to(torch.float64) + 1e-30
+        current = self.magnitude(delta).to(torch.float64).cpu() + 1e-30
         if self.gain.shape != current.shape:
-            self.gain = current.cpu()
+            self.gain = current
         else:
-            self.gain = torch.maximum(current.cpu(), self.gain * math.exp(-1.0 / self.tau))
+            self.gain = torch.maximum(current, self.gain * math.exp(-1.0 / self.tau))
         return self.gain.to(delta.device, delta.dtype)
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -332,11 +347,97 @@ class HomeostaticGain(Normalisation):
         self.gain = state["gain"].to(torch.float64).clone()
 
     def __repr__(self) -> str:
-        return f"HomeostaticGain(tau={self.tau!r})"
+        return f"{type(self).__name__}(tau={self.tau!r})"
+
+
+class PeakGain(HomeostaticGain):
+    r"""``"peak"``: one scalar broadcast to the layer, a leaky running maximum of the layer's ``max |D|``.
+
+    :math:`g \leftarrow \max(\max |D|,\; g e^{-1/\tau})` per batch: a slow peak detector of the layer's
+    update magnitude, broadcast to every synapse like a neuromodulator. The paper's divisor is the
+    ``tau -> 0`` limit; with memory the divisor can be held by one slowly decaying variable that the
+    plastic events push up, instead of a maximum over the whole layer taken before every step.
+    The first step equals the paper's. Each synapse needs its own activity, its neuron's norm and
+    the broadcast.
+
+    State: ``{"gain": g}`` (a float64 scalar tensor; empty until the first batch).
+
+    Example::
+
+        >>> norm = PeakGain(tau=1.0)
+        >>> float(norm.divisor(torch.tensor([[1.0, -4.0], [2.0, 0.5]])))
+        4.0
+        >>> round(float(norm.divisor(torch.tensor([[1.0, 0.0], [0.0, 0.5]]))), 4)  # max(1, 4 / e)
+        1.4715
+    """
+
+    name = "peak"
+    scope = "layer"
+
+    def magnitude(self, delta: Tensor) -> Tensor:
+        low, high = torch.aminmax(delta.detach())
+        return torch.maximum(high, -low)
+
+
+class CalibratedNeuronMax(NeuronMax):
+    r"""``"neuron-calibrated"``: each neuron's own ``max_i |D_ki|``, with the rate scaled by a constant ``c``.
+
+    The neuron-local maximum moves every neuron at the full rate in every batch, where the paper's
+    layer-wide maximum moves a typical neuron far less. ``c`` is set once, on the first batch, to the
+    mean over neurons of :math:`\max_i |D_{ki}| / \max |D|`, so the first step moves the neurons as far
+    on average as the paper's; the divisor is then :math:`\max_i |D_{ki}| / c`.
+
+    State: ``{"scale": c}`` (a float64 scalar; 0 until the first batch).
+    """
+
+    name = "neuron-calibrated"
+    stateful = True
+
+    def __init__(self):
+        self.scale = 0.0
+
+    def divisor(self, delta: Tensor) -> Tensor:
+        own = super().divisor(delta)
+        if self.scale == 0.0:
+            self.scale = float((own / LayerMax().divisor(delta)).mean())
+        return own / self.scale
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"scale": torch.tensor(self.scale, dtype=torch.float64)}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        super().load_state_dict(state)
+        self.scale = float(state["scale"])
+
+    def __repr__(self) -> str:
+        return f"CalibratedNeuronMax(scale={self.scale!r})"
+
+
+class RMSGain(HomeostaticGain):
+    r"""``"rms"``: each neuron divides by a running root-mean-square of its own ``max_i |D_ki|``.
+
+    :math:`s_k \leftarrow s_k + (m_k^2 - s_k) / \tau` with :math:`m_k = \max_i |D_{ki}|` (``s_k = m_k^2`` at the
+    first batch), divisor :math:`\sqrt{s_k}`: the second-moment estimate of RMSprop (Tieleman & Hinton,
+    2012, lecture 6.5), kept per neuron on its update's magnitude rather than per synapse on a gradient,
+    as a homeostatic running average of the neuron's own plasticity. Unlike the running maximum
+    (``"homeostatic"``), a batch larger than the recent ones moves the neuron more than the rate.
+
+    State: ``{"gain": s}`` (float64, ``(K,)``; empty until the first batch).
+    """
+
+    name = "rms"
+
+    def divisor(self, delta: Tensor) -> Tensor:
+        current = self.magnitude(delta).to(torch.float64).cpu() ** 2
+        if self.gain.shape != current.shape:
+            self.gain = current
+        else:
+            self.gain = self.gain + (current - self.gain) / self.tau
+        return (self.gain.sqrt() + 1e-30).to(delta.device, delta.dtype)
 
 
 _NORMALISATION_CLASSES = {cls.name: cls for cls in (LayerMax, FixedGain, NeuronMax, NoNormalisation, ModulatedGain,
-                                                     HomeostaticGain)}
+                                                     HomeostaticGain, PeakGain, CalibratedNeuronMax, RMSGain)}
 #: names of the update normalisations, the keys :func:`make_normalisation` accepts
 NORMALISATIONS = tuple(_NORMALISATION_CLASSES)
 
@@ -350,6 +451,14 @@ def make_normalisation(normalisation: str | Normalisation, **params) -> Normalis
     if normalisation not in _NORMALISATION_CLASSES:
         raise ValueError(f"unknown update normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
     return _NORMALISATION_CLASSES[normalisation](**params)
+
+
+def layer_normalisation(normalisation: str | Normalisation, tau: float) -> Normalisation:
+    """The normalisation a layer keeps: a name gets ``tau`` (batches) if its gain is a running one."""
+    if isinstance(normalisation, str) and "tau" in inspect.signature(_NORMALISATION_CLASSES.get(
+            normalisation, Normalisation)).parameters:
+        return make_normalisation(normalisation, tau=tau)
+    return make_normalisation(normalisation)
 
 
 def _step_normalisation(normalisation: str | Normalisation) -> Normalisation:

@@ -185,6 +185,29 @@ RULE_DW = {"ideal": f"dw_rule = spk_sign_post * {RULE_RAW}",
                       "dw_rule = dw_raw * flushed_post * spk_sign_post"}
 #: circuit: the pending change applied with the sign the race gave (dropped when no neuron claimed in time)
 FLUSH_DW = "dw_rule = decided_post * (1 - 2 * anti_post * (1 - claimed_post)) * elig\nelig = 0"
+# homeostatic gain (rate_decoder.rules.HomeostaticGain): the rate rule's batch is ``gain_batch``
+# presentations, during which every change waits in ``elig`` and the weights stay as they are. At the
+# batch's last step each neuron's gain rises to the largest pending change of its synapses (and its rate
+# factor is taken from its weights), then the changes are applied divided by the gain. The gain decays
+# with time constant ``gain_tau`` presentations (not during the silent padding presentations).
+GAIN_EQS = """
+dgain/dt = -gate * gain / (gain_tau * t_present) : 1
+gain_tau : 1 (shared)
+gain_batch : 1 (shared)
+"""
+#: the last step of a batch: of its last presentation, or of the stream's
+BATCH_END = ("gate > 0.5 and t - t_on > t_present - 1.5 * dt and (int(t / t_present) % gain_batch == gain_batch - 1 "
+             "or present_gate(t + 1.5 * dt) < 0.5)")
+#: the rule's change per spike without its rate (``lr * lrfac``), which a gained layer applies at the batch's
+#: end: ``D_ki`` of the rate rule per spike, its expectation over a presentation ``y_k (x_i - u_k w_ki)``
+GAIN_RAW = "learning_post * (a_pre - u_post * w) / (rate * t_learn)"
+#: a gained layer's signed changes add up in ``pending`` instead of changing ``w``
+GAIN_HOLD = "pending += dw_rule"
+GAIN_UP = """
+gain_post = clip(abs(pending) + 1e-30, gain_post, inf)
+lrfac_post = (abs(sqrt(wsq_post) - 1) + 1e-10)**lr_power_post
+"""
+GAIN_APPLY_DW = "dw_rule = lr_post * lrfac_post * pending / gain_post\npending = 0"
 FLOAT_APPLY = """
 wsq_post += dw_rule * (2 * w + dw_rule)
 w += dw_rule
@@ -213,28 +236,37 @@ class SynapseCode:
 FLOAT_SYNAPSE = SynapseCode()
 
 
-def output_code(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) -> dict[str, str]:
-    """The output population's code for plain or biased inputs, a ``wta`` mode and a synapse (composed from the
-    pieces above)."""
+def output_code(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE, gain: bool = False) -> dict[str, str]:
+    """The output population's code for plain or biased inputs, a ``wta`` mode, a synapse and, if ``gain``,
+    a homeostatic gain (composed from the pieces above)."""
     d = decaying(biased)
     def applied(change: str) -> str:
         return "\n".join([change, "w_before = w" if biased else "", synapse.apply, BIAS_ON_POST if biased else ""])
-    on_post = applied(RULE_DW[wta]) if wta == "ideal" else {"post": applied(RULE_DW[wta]), "flush": applied(FLUSH_DW)}
+    def signed(change: str) -> str:  # a signed change: held for the batch's end (gain), else applied
+        return "\n".join([change.replace(RULE_RAW, GAIN_RAW), GAIN_HOLD]) if gain else applied(change)
+    on_post = {"post": signed(RULE_DW[wta])}
+    if wta == "circuit":
+        on_post["flush"] = signed(FLUSH_DW)
+    if gain:
+        on_post.update(gain=GAIN_UP, batch=applied(GAIN_APPLY_DW))
     return {"step": f"{d} = {d} * decay\n{OUTPUT_DRIVE[wta]}",
             "onset": f"{d} = 0\nt_on = t\ngate = present_gate(t + 0.5 * t_present)" + ONSET[wta],
             "on_pre": f"{d}_post += w * ev_pre",
             "on_post": on_post,
             "threshold": OUTPUT_THRESHOLD[wta],
-            "equations": OUTPUT_EQS + WTA_EQS[wta] + PREACTIVATION[biased] + "\n" + synapse.post_equations}
+            "events": {**({"flush": FLUSH} if wta == "circuit" else {}), **({"batch_end": BATCH_END} if gain else {})},
+            "equations": OUTPUT_EQS + WTA_EQS[wta] + PREACTIVATION[biased] + "\n" + synapse.post_equations
+                         + (GAIN_EQS if gain else "")}
 
 
-def circuit_text(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE) -> str:
+def circuit_text(biased: bool, wta: str, synapse: SynapseCode = FLOAT_SYNAPSE, gain: bool = False) -> str:
     """All the code of the output side (part of a layer's build-cache key)."""
-    parts = output_code(biased, wta, synapse)
-    code = [*(v for part in parts.values() for v in (part.values() if isinstance(part, dict) else [part]))]
+    parts = output_code(biased, wta, synapse, gain)
+    code = [*(v for part in parts.values() if part
+              for v in (part.values() if isinstance(part, dict) else [part]))]
     inhibition = ([NORMALISER_EQS, TO_NORMALISER] if wta == "ideal" else
                   [INHIBITORY_EQS, INHIBITORY_THRESHOLD, INHIBITORY_RESET, TO_INHIBITORY, INHIBITION_EQS,
-                   INHIBITION_ON_PRE, CLAIM, FLUSH, GATE_EQS, TO_GATE, FROM_GATE])
+                   INHIBITION_ON_PRE, CLAIM, GATE_EQS, TO_GATE, FROM_GATE])
     return "\n".join([*code, OUTPUT_RESET, OUTPUT_RECORDED, synapse.equations, *inhibition])
 
 
@@ -271,9 +303,9 @@ class WTANetwork:
     """
 
     def __init__(self, model: InputModel, n_in: int, n_out: int, params: SpikingParams, timed: dict,
-                 constants: dict, synapse: SynapseCode = FLOAT_SYNAPSE):
+                 constants: dict, synapse: SynapseCode = FLOAT_SYNAPSE, gain: bool = False):
         p, prefix = params, model.prefix
-        out = output_code(model.biased, p.wta, synapse)
+        out = output_code(model.biased, p.wta, synapse, gain)
         self.n_in, self.n_out, self.wta = n_in, n_out, p.wta
         self.namespace = dict(rate=p.output_rate, tau=p.tau, t_blank=p.t_blank, t_present=p.t_present,
                               t_learn=p.t_learn, sharpness=float(p.winner_sharpness),
@@ -287,9 +319,9 @@ class WTANetwork:
                                   events={"recorded": f"record_inputs > 0.5 and ({model.threshold})"},
                                   name=f"{prefix}_inputs", order=0)
         self.inputs.run_regularly(model.onset, dt=p.t_present, when="start", name=f"{prefix}_inputs_onset")
-        events = {"recorded": OUTPUT_RECORDED}
+        events = {"recorded": OUTPUT_RECORDED, **out["events"]}
         if p.wta == "circuit":
-            events.update(claim=CLAIM, flush=FLUSH)
+            events.update(claim=CLAIM)
         self.outputs = NeuronGroup(n_out, out["equations"], threshold=out["threshold"], reset=OUTPUT_RESET,
                                    events=events, method="exact", name=f"{prefix}_outputs", order=0)
         self.outputs.thresholder["recorded"].when = "after_resets"
@@ -322,7 +354,7 @@ class WTANetwork:
             self.inhibitory_monitor = EventMonitor(self.inhibition, "recorded", name=f"{prefix}_inhibitory_spikes")
             # the race for the winner: claims reach one gate neuron, whose spike tells every neuron it is decided
             self.outputs.run_on_event("claim", "claimed = 1")
-            self.outputs.run_on_event("flush", "flushed = 1")
+            self.outputs.run_on_event("flush", "flushed = 1")  # once per presentation
             self.gate = NeuronGroup(1, GATE_EQS, threshold="v_gate > 0.5", reset="v_gate = 0", name=f"{prefix}_gate")
             self.to_gate = Synapses(self.outputs, self.gate, on_pre=TO_GATE, on_event="claim", name=f"{prefix}_to_gate")
             self.to_gate.connect()
@@ -331,14 +363,16 @@ class WTANetwork:
             self.claim_monitor = EventMonitor(self.outputs, "claim", name=f"{prefix}_claims")
             inhibitory = [self.inhibition, self.to_inh, self.from_inh, self.inhibitory_monitor, self.gate, self.to_gate,
                           self.from_gate, self.claim_monitor]
-        circuit = p.wta == "circuit"
+        pathway_events = {"post": "spike", "flush": "flush", "gain": "batch_end", "batch": "batch_end"}
         self.synapses = Synapses(self.inputs, self.outputs, SYNAPSE_EQS + "\n" + synapse.equations
-                                 + ("\nelig : 1" if circuit else ""), on_pre=out["on_pre"], on_post=out["on_post"],
-                                 on_event={"pre": "spike", "post": "spike", "flush": "flush"} if circuit else "spike",
+                                 + ("\nelig : 1" if p.wta == "circuit" else "") + ("\npending : 1" if gain else ""),
+                                 on_pre=out["on_pre"], on_post=out["on_post"],
+                                 on_event={"pre": "spike", **{name: pathway_events[name] for name in out["on_post"]}},
                                  name=f"{prefix}_synapses")
-        self.synapses.post.when = "after_resets"
-        if circuit:
-            self.synapses.flush.when = "after_resets"
+        # in one step: a spike's change, the race's flush, then (gain) the batch's gain and its changes
+        for order, name in enumerate(out["on_post"]):
+            pathway = getattr(self.synapses, name)
+            pathway.when, pathway.order = "after_resets", order
         # explicit order: synapse index = i * n_out + k, so w.reshape(n_in, n_out).T is (K, n_in)
         self.synapses.connect(i=np.repeat(np.arange(n_in), n_out), j=np.tile(np.arange(n_out), n_in))
         # the cumulative count of each neuron, sampled before every onset

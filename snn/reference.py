@@ -1,7 +1,7 @@
 """Rate-rule references for the spiking layers, computed with :mod:`rate_decoder.rules` (never re-implemented).
 
-The spiking layers implement the local variant of the rule (``normalisation="none"``); :func:`rate_learn`
-runs that rule on the same patch sequence, and :func:`compare` matches two weight sets up to a
+The spiking layers implement the local variants of the rule (``normalisation="none"`` or a homeostatic gain);
+:func:`rate_learn` runs that rule on the same patch sequence, and :func:`compare` matches two weight sets up to a
 permutation of neurons (competitive learning may order the neurons differently).
 """
 from __future__ import annotations
@@ -14,17 +14,21 @@ from rate_decoder import rules
 
 
 def rate_learn(patches: np.ndarray, weights: np.ndarray, inverse_temperature: float, lr: float, lr_power: float,
-               rule: str = "softhebb", synapse=None) -> np.ndarray:
-    """Learn from ``patches`` ``(n, D)`` one at a time (batch 1, local rule) from ``weights (K, D)``.
+               rule: str = "softhebb", synapse=None, normalisation: str | rules.Normalisation = "none",
+               batch: int = 1) -> np.ndarray:
+    """Learn from ``patches`` ``(n, D)`` in batches of ``batch`` (local rule) from ``weights (K, D)``.
 
-    ``synapse``: a :mod:`hardware_models` device that holds the weights and is programmed after every patch.
+    ``synapse``: a :mod:`hardware_models` device that holds the weights and is programmed after every batch.
+    ``normalisation``: ``"none"`` or a :class:`rules.Normalisation` object (a homeostatic gain), which
+    keeps its state: pass a copy of the spiking layer's to follow the same trajectory.
     """
+    normalisation = rules.make_normalisation(normalisation)
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float64).clone()
     if synapse is not None:
         w = synapse.attach(w)
     x = torch.as_tensor(np.asarray(patches), dtype=torch.float64)
-    for n in range(len(x)):
-        _, dw = rules.linear_step(x[n:n + 1], w, inverse_temperature, lr, lr_power, rule, normalisation="none")
+    for n in range(0, len(x), batch):
+        _, dw = rules.linear_step(x[n:n + batch], w, inverse_temperature, lr, lr_power, rule, normalisation)
         w = synapse.program(dw) if synapse is not None else w.add_(dw)
     return w.numpy()
 

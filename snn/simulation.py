@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from brian2 import defaultclock, device, get_device, prefs, second, set_device
 from brian2 import seed as brian_seed
+
+from rate_decoder import rules
 
 from . import device_events
 from .network import FLOAT_SYNAPSE, InputModel, WTANetwork, circuit_text
@@ -39,6 +42,9 @@ from .params import SpikingParams
 BACKENDS = ("cpp_standalone", "runtime")
 DEVICE_UPDATES = ("event", "chunk")
 RULE_SIGNS = {"softhebb": 1.0, "soft": 0.0}
+#: the update normalisations a spiking layer implements: none (the raw rule), or a homeostatic gain held by
+#: each neuron (the layer-wide ones would need the whole layer's changes before any is applied)
+SPIKING_NORMALISATIONS = (rules.NoNormalisation, rules.HomeostaticGain)
 
 
 class CompilerNotFoundError(RuntimeError):
@@ -117,7 +123,8 @@ class PlasticLayer:
                  inverse_temperature: float = 1.0, lr: float = 1e-3, lr_power: float = 0.5, rule: str = "softhebb",
                  chunk: int = 1000, backend: str = "cpp_standalone", weights: np.ndarray | None = None,
                  radius: float = 25.0, seed: int | None = None, build_dir: str | os.PathLike | None = None,
-                 synapse=None, device_updates: str = "event", threads: int = 1):
+                 synapse=None, device_updates: str = "event", threads: int = 1,
+                 normalisation: str | rules.Normalisation = "none", gain_batch: int = 1):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         if rule not in RULE_SIGNS:
@@ -131,6 +138,16 @@ class PlasticLayer:
         self.params = params if params is not None else SpikingParams()
         self.inverse_temperature, self.lr, self.lr_power, self.rule = (float(inverse_temperature), float(lr),
                                                                        float(lr_power), rule)
+        self.normaliser = rules.make_normalisation(normalisation)
+        if type(self.normaliser) not in SPIKING_NORMALISATIONS:
+            raise ValueError(f"a spiking layer's update normalisation is one of "
+                             f"{tuple(cls.name for cls in SPIKING_NORMALISATIONS)}, got {self.normaliser.name!r}")
+        if int(gain_batch) != gain_batch or gain_batch < 1:
+            raise ValueError(f"gain_batch must be a whole number >= 1, got {gain_batch}")
+        self.gain_batch = int(gain_batch)
+        if backend == "cpp_standalone" and self.gained and self.chunk % self.gain_batch:
+            raise ValueError(f"chunk ({self.chunk}) must be a multiple of gain_batch ({self.gain_batch}): a batch "
+                             "may not straddle two runs")
         self.backend = backend
         self.rng = np.random.default_rng(seed)
         if weights is None:
@@ -161,7 +178,6 @@ class PlasticLayer:
         self.synapse, self.device_updates = synapse, device_updates
         self.synapse_code = FLOAT_SYNAPSE
         if synapse is not None:
-            import torch
             if device_updates == "event":
                 self.synapse_code = device_events.event_code(synapse)
             self.weights = synapse.attach(torch.from_numpy(self.weights.copy())).numpy().astype(np.float64)
@@ -192,14 +208,29 @@ class PlasticLayer:
             return self._build_dir
         text = (f"{type(self).__name__};{self.n_inputs};{self.n_neurons};{self.chunk};{self.threads};"
                 f"{self.params.key()};{self._structure()};{self.model.text()};"
-                f"{circuit_text(self.model.biased, self.params.wta, self.synapse_code)}")
+                f"{circuit_text(self.model.biased, self.params.wta, self.synapse_code, self.gained)}")
         return cache_dir() / (f"{self.model.prefix}_{self.params.wta}_{self.synapse_code.name}_"
-                              f"{self.n_inputs}x{self.n_neurons}_c{self.chunk}_"
+                              + ("gain_" if self.gained else "")
+                              + f"{self.n_inputs}x{self.n_neurons}_c{self.chunk}_"
                               + hashlib.sha1(text.encode()).hexdigest()[:10])
 
     def _network(self, timed: dict) -> WTANetwork:
         return WTANetwork(self.model, self.n_inputs, self.n_neurons, self.params, timed, self._constants(),
-                          self.synapse_code)
+                          self.synapse_code, self.gained)
+
+    @property
+    def gained(self) -> bool:
+        """Whether the changes are divided by a homeostatic gain (a state variable of each neuron)."""
+        return isinstance(self.normaliser, rules.HomeostaticGain)
+
+    def _gain_states(self) -> dict:
+        """The carried gain of every neuron (0 before the first batch: it then takes that batch's magnitude,
+        as the rate rule's does), its time constant in presentations, and the batch in presentations."""
+        if not self.gained:
+            return {}
+        g = self.normaliser.gain.numpy()
+        return {"outputs.gain": g if g.shape == (self.n_neurons,) else np.zeros(self.n_neurons),
+                "outputs.gain_tau": self.normaliser.tau * self.gain_batch, "outputs.gain_batch": self.gain_batch}
 
     def build(self) -> float:
         """Generate and compile the standalone project, unless the device holds it already; returns seconds.
@@ -281,7 +312,7 @@ class PlasticLayer:
                       "outputs.lr_power": self.lr_power, "outputs.anti": RULE_SIGNS[self.rule],
                       "outputs.record_spikes": float(record_spikes), "inputs.record_inputs": float(record_inputs),
                       "outputs.rng_seed": float(self.rng.integers(2 ** 31)), **states,
-                      **self._inhibition_states(record_spikes),
+                      **self._inhibition_states(record_spikes), **self._gain_states(),
                       **(device_events.run_states(self.synapse) if per_event else {})}
             net = self._run(dict(timed, present_gate=gate), states, size)
             w = net.weights()
@@ -289,11 +320,12 @@ class PlasticLayer:
                 device_events.read_back(self.synapse, net)
                 w = self.synapse.read().numpy().astype(np.float64)
             elif self.synapse is not None and learn:
-                import torch
                 w = self.synapse.program(torch.from_numpy(w - self.weights)).numpy().astype(np.float64)
             self.weights = w
             if self.params.wta == "circuit":
                 self.inhibition_state = {key: net.get(key) for key in self.inhibition_state}
+            if self.gained and learn:
+                self.normaliser.load_state_dict({"gain": torch.from_numpy(net.get("outputs.gain"))})
             counts[start:start + m] = net.counts(size)[:m]
             for store, monitor in ((spikes, net.spike_monitor), (inputs, net.input_monitor),
                                    (inhibitory, net.inhibitory_monitor)):

@@ -1,11 +1,12 @@
 """The rule against a direct, loop-based evaluation of docs/algorithm.md §2.3-2.7 in float64."""
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from rate_decoder import rules
+from rate_decoder import SoftHebbNet, load_preset, rules
 from rate_decoder.layers import SoftHebbConv2d, SoftHebbLinear
 
 
@@ -294,11 +295,12 @@ def test_fixed_gain_is_saved_as_fixed_divisor_and_restored():
 
 
 def test_normalisation_registry_and_objects():
-    assert rules.NORMALISATIONS == ("global", "fixed", "neuron", "none", "modulated", "homeostatic")
+    assert rules.NORMALISATIONS == ("global", "fixed", "neuron", "none", "modulated", "homeostatic", "peak",
+                                    "neuron-calibrated", "rms")
     for name in rules.NORMALISATIONS:
         norm = rules.make_normalisation(name)
         assert isinstance(norm, rules.Normalisation) and norm.name == name
-        assert norm.stateful == (name in ("fixed", "modulated", "homeostatic"))
+        assert norm.stateful == (name not in ("global", "neuron", "none"))
         assert (norm.state_dict() != {}) == norm.stateful
     norm = rules.FixedGain()
     assert rules.make_normalisation(norm) is norm
@@ -427,7 +429,7 @@ def test_docstring_examples_run():
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
-@pytest.mark.parametrize("normalisation", ["modulated", "homeostatic"])
+@pytest.mark.parametrize("normalisation", ["modulated", "homeostatic", "peak", "neuron-calibrated", "rms"])
 def test_running_gains_resume_from_a_saved_layer(normalisation):
     """A stateful gain saved with the layer's weights and loaded into a fresh layer continues exactly."""
     torch.manual_seed(3)
@@ -467,3 +469,73 @@ def test_homeostatic_gain_is_a_leaky_running_max_per_neuron():
     torch.testing.assert_close(second, torch.tensor([3.0 * np.exp(-0.1), 2.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="tau"):
         rules.make_normalisation("homeostatic", tau=0.5)
+
+
+def test_peak_gain_is_one_leaky_running_max_for_the_layer():
+    norm = rules.make_normalisation("peak", tau=10.0)
+    first = norm.divisor(torch.tensor([[1.0, -3.0], [0.5, 0.2]], dtype=torch.float64))
+    assert first.shape == () and float(first) == 3.0 + 1e-30
+    second = norm.divisor(torch.tensor([[0.1, 0.1], [2.0, 0.0]], dtype=torch.float64))
+    assert float(second) == pytest.approx(3.0 * np.exp(-0.1), rel=1e-12)
+    assert float(norm.divisor(torch.tensor([[0.0, 5.0]], dtype=torch.float64))) == 5.0 + 1e-30
+
+
+def test_calibrated_neuron_max_scales_the_rate_once():
+    """``"neuron-calibrated"``: divisor ``max_i |D_ki| / c``, ``c`` the first batch's mean of ``max_i |D_ki| / max|D|``."""
+    norm = rules.make_normalisation("neuron-calibrated")
+    d1 = torch.tensor([[1.0, -4.0], [2.0, 0.5]], dtype=torch.float64)  # own maxima 4, 2: c = (1 + 0.5) / 2
+    torch.testing.assert_close(norm.divisor(d1), torch.tensor([4.0, 2.0], dtype=torch.float64) / 0.75)
+    d2 = torch.tensor([[0.1, 0.2], [8.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(norm.divisor(d2), torch.tensor([0.2, 8.0], dtype=torch.float64) / 0.75)
+
+
+def test_rms_gain_is_a_running_mean_square_per_neuron():
+    norm = rules.make_normalisation("rms", tau=4.0)
+    torch.testing.assert_close(norm.divisor(torch.tensor([[1.0, -3.0], [0.5, 0.2]], dtype=torch.float64)),
+                               torch.tensor([3.0, 0.5], dtype=torch.float64))
+    second = norm.divisor(torch.tensor([[0.0, 1.0], [2.0, 0.0]], dtype=torch.float64))
+    expected = torch.tensor([9.0 + (1.0 - 9.0) / 4, 0.25 + (4.0 - 0.25) / 4], dtype=torch.float64).sqrt()
+    torch.testing.assert_close(second, expected)
+
+
+@pytest.mark.parametrize("name", rules.NORMALISATIONS)
+def test_an_update_depends_only_on_what_its_normalisation_declares(name):
+    """Perturb the other neurons -- their weights (with the soft-WTA outputs held, the competition's signal)
+    and their normalisation state -- and compare neuron 0's change. ``scope`` "neuron" or "constant": it
+    does not move (bit for bit); "layer": one value divides the whole layer, and the perturbation moves it.
+    A "local" rule that read another neuron's state would fail here."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    w = torch.randn(4, 5, dtype=torch.float64) * 3
+    post = rules.signed_post(x @ w.T, 1.0, dim=-1)
+
+    def step(weight, norm):
+        delta = rules.linear_update(x, x @ weight.T, post, weight)
+        return rules.scale_update(delta, weight, 0.1, 0.5, norm.divisor(delta))
+
+    def warmed(weight):  # two batches, so that a running gain holds state from before
+        norm = rules.make_normalisation(name)
+        step(weight, norm)
+        return norm
+
+    base_norm, other_norm = warmed(w), warmed(w)
+    other_w = w.clone()
+    other_w[1:] *= 10.0  # the other neurons' synapses (their changes now hold the layer's maximum)
+    other_norm.load_state_dict({key: value if value.dim() == 0 else torch.cat([value[:1], 5 * value[1:]])
+                                for key, value in other_norm.state_dict().items()})  # and their gains
+    base, perturbed = step(w, base_norm)[0], step(other_w, other_norm)[0]
+    scope = rules.make_normalisation(name).scope
+    if scope in ("neuron", "constant"):
+        assert torch.equal(base, perturbed), name
+    else:
+        assert scope == "layer" and not torch.equal(base, perturbed), name
+
+
+def test_a_layers_running_gain_takes_its_time_constant():
+    preset = load_preset("cifar10")
+    taus = (100.0, 1000.0, 1000.0)
+    preset = dataclasses.replace(preset, layers=tuple(dataclasses.replace(layer, gain_tau=t)
+                                                      for layer, t in zip(preset.layers, taus)))
+    net = SoftHebbNet(preset, normalisation="homeostatic")
+    assert tuple(block.conv.normaliser.tau for block in net.blocks) == taus
+    assert isinstance(SoftHebbNet(preset).blocks[0].conv.normaliser, rules.LayerMax)
