@@ -1,9 +1,9 @@
 """The rate network reading out a spiking layer: its kernels in the 1-layer MNIST network, and the
 activations that stand for its spike counts.
 
-* :func:`network_with_kernels` puts a spiking layer's ``(K, 25)`` weights into the first block of the
-  ``mnist`` preset (batch norm -> conv -> activation -> max pool 4/2/1) with the batch norm set to the
-  standardisation the spiking layer saw (:mod:`snn.data`), so the conv computes the spiking layer's
+* :func:`network_with_kernels` puts a spiking layer's ``(K, C*25)`` weights into the first block of the
+  ``mnist`` (or another) preset (batch norm -> conv -> activation -> max pool 4/2/1) with the batch norm set
+  to the standardisation the spiking layer saw (:mod:`snn.data`), so the conv computes the spiking layer's
   ``u = w . x`` at every position; :func:`fit_input_bn` fits those statistics instead, in one pass.
 * :class:`SoftWTA` is the expected share of each neuron's output spikes, ``softmax(t u)``;
   :class:`PoissonShares` draws spike counts for it, ``Poisson(R T p) / (R T)``: a model of the
@@ -56,20 +56,31 @@ class PoissonShares(SoftWTA):
         return f"{super().extra_repr()}, expected_spikes={self.expected_spikes}"
 
 
-def network_with_kernels(weights: np.ndarray, activation: nn.Module | None = None) -> SoftHebbNet:
-    """The 1-layer MNIST network (eval mode) with ``weights (K, 25)`` as its kernels and MNIST's standardisation.
+def network_with_kernels(weights: np.ndarray, activation: nn.Module | None = None, preset: str = "mnist",
+                         fit_images: torch.Tensor | None = None) -> SoftHebbNet:
+    """The 1-layer network of ``preset`` (eval mode) with ``weights (K, C*25)`` as its 5x5 kernels.
 
+    The input batch norm is set to MNIST's standardisation (``preset="mnist"``), or fitted on
+    ``fit_images`` (uint8, :func:`fit_input_bn`), which another preset needs: a batch norm left at
+    mean 0 and variance 1 would not be the standardisation the kernels were learnt with.
     ``activation``: replaces the preset's activation (e.g. :class:`SoftWTA`).
     """
     K = weights.shape[0]
-    net = SoftHebbNet(load_preset("mnist", layers=1, width_factor=K / 96))
+    net = SoftHebbNet(load_preset(preset, layers=1, width_factor=K / 96))
     block = net.blocks[0]
-    if block.conv.weight.shape != (K, 1, 5, 5):
-        raise ValueError(f"kernels {weights.shape} do not fit the mnist preset's 5x5 first layer")
+    C = net.preset.in_channels
+    if block.conv.weight.shape != (K, C, 5, 5) or weights.shape != (K, C * 25):
+        raise ValueError(f"kernels {weights.shape} do not fit the {preset} preset's 5x5 first layer of {C} channels")
     with torch.no_grad():
-        block.conv.weight.copy_(weights_to_conv(weights, 1, 5))
-        block.bn.running_mean.fill_(MNIST_MEAN)
-        block.bn.running_var.fill_(MNIST_STD ** 2 - block.bn.eps)  # (x - mean) / sqrt(var + eps) = standardised
+        block.conv.weight.copy_(weights_to_conv(weights, C, 5))
+    if fit_images is not None:
+        fit_input_bn(net, fit_images)
+    elif preset == "mnist":
+        with torch.no_grad():
+            block.bn.running_mean.fill_(MNIST_MEAN)
+            block.bn.running_var.fill_(MNIST_STD ** 2 - block.bn.eps)  # (x - mean) / sqrt(var + eps) = standardised
+    else:
+        raise ValueError(f"the {preset} preset's input standardisation is fitted: pass fit_images (its training images)")
     if activation is not None:
         block.activation = activation
     net.eval()
