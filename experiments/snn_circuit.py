@@ -18,6 +18,11 @@ by the circuit, the idealised layer, the rate rule and on devices, scored by the
   ``w_max_unit=4``; linear programmed at each plastic event, PCM once per chunk of 5000
   presentations: see :mod:`snn.device_events`), and the rate rule on the same patches. Writes
   ``kernels_s{seed}.npz`` and ``learn_s{seed}.json`` (matched cosine to the rate rule, pulses, speed).
+* ``gain``: the homeostatic gain (:class:`rate_decoder.rules.HomeostaticGain`, ``tau`` 100 batches of 20
+  presentations, ``lr`` 0.03): ``--neurons`` neurons learn ``--patches`` MNIST patches from norms ~25 in
+  the ideal layer and the circuit (each seed), against the rate rule with the same gain on the same
+  batches, and that rule given the patches in reverse order (how far the order alone moves it). Writes
+  ``gain.json``. ``python -m experiments.snn_circuit --part gain --seeds 1 2 --patches 20000 --neurons 16``
 * ``score``: each kernel set (and the initial, random kernels) as the first layer of the 1-layer MNIST
   network, 50-epoch readout on all 60k training images, test accuracy on all 10k test images
   (``experiments.snn_readout``'s protocol). Resumable: scores already in ``score.json`` are kept.
@@ -167,10 +172,31 @@ def score(out_dir: Path, seeds, epochs: int) -> dict:
     return report
 
 
+def gain_crosscheck(out_dir: Path, seeds, patches: int, neurons: int, batch: int = 20, lr: float = 0.03,
+                    tau: float = 100.0) -> dict:
+    """The homeostatic gain in both layers against the rate rule with the same gain on the same batches."""
+    images, _ = data.load_mnist("train", 10000)
+    x = data.random_patches(images, patches, 5, seed=1)
+    w0 = np.random.default_rng(2).standard_normal((neurons, 25)) * 25 / 5
+    hyper = dict(HYPER, lr=lr)
+    rate = reference.rate_learn(x, w0, **hyper, normalisation=rules.HomeostaticGain(tau), batch=batch)
+    reverse = reference.rate_learn(x[::-1].copy(), w0, **hyper, normalisation=rules.HomeostaticGain(tau), batch=batch)
+    report = {"patches": patches, "neurons": neurons, "batch": batch, "tau": tau, **hyper,
+              "rate_reverse_order_vs_rate": reference.compare(reverse, rate), "vs_rate": {}}
+    for wta in ("ideal", "circuit"):
+        for seed in seeds:
+            layer = SpikingSoftHebb(25, neurons, params=preset("fast", wta=wta), chunk=100 * batch, weights=w0,
+                                    seed=seed, normalisation=rules.HomeostaticGain(tau), gain_batch=batch, **hyper)
+            report["vs_rate"][f"{wta}/s{seed}"] = reference.compare(layer.present(x).weights, rate)
+            print(wta, seed, json.dumps(report["vs_rate"][f"{wta}/s{seed}"]), flush=True)
+    write_json(out_dir / "gain.json", report)
+    return report
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--part", choices=("firing", "learn", "score"), required=True)
+    ap.add_argument("--part", choices=("firing", "learn", "score", "gain"), required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--patches", type=int, default=100_000)
     ap.add_argument("--neurons", type=int, default=32)
@@ -183,6 +209,8 @@ def main(argv=None):
         return firing(out)
     if args.part == "learn":
         return [learn(out, s, args.patches, args.neurons) for s in args.seeds]
+    if args.part == "gain":
+        return gain_crosscheck(out, args.seeds, args.patches, args.neurons)
     return score(out, args.seeds, args.readout_epochs)
 
 
