@@ -131,6 +131,18 @@ def test_learning_matches_the_rate_rule_with_the_gain(patches, init_weights, wta
     assert vs_rate["median_rel_norm_error"] < vs_frozen["median_rel_norm_error"], (vs_rate, vs_frozen)
 
 
+def test_a_device_is_programmed_at_each_batch_end(patches, init_weights):
+    """The gained changes go through the device's event code (:mod:`snn.device_events`): on a linear 16-state
+    device every weight stays on the device's grid, and the batches' changes cost pulses."""
+    from hardware_models import make_synapse
+    synapse = make_synapse("linear16:w_max_unit=4", seed=0)
+    layer = gained("circuit", seed=1, weights=init_weights, synapse=synapse, **LEARN)
+    before = layer.weights.copy()
+    after = layer.present(patches[:2000]).weights
+    assert synapse.pulses > 0 and (after != before).mean() > 0.5
+    assert len(np.unique(after)) <= 16
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(normalisation="peak"), "spiking layer's update normalisation"),
     (dict(normalisation="global"), "spiking layer's update normalisation"),
