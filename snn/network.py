@@ -68,6 +68,17 @@ A spiking layer is one circuit: an input population (:class:`InputModel`: ON/OFF
   which runs before the synapses' ``on_post``, from the state before this spike's update. With a
   synaptic device attached per event (:mod:`snn.device_events`), ``Delta w`` becomes programming
   pulses inside the same ``on_post`` and the weight is what the device reads back.
+* **Homeostatic gain** (``gain=True``; :class:`rate_decoder.rules.HomeostaticGain`). The rate rule's batch
+  becomes ``gain_batch`` presentations: each spike's (and, circuit, each flush's) signed change without
+  its rate, ``sigma_k (a_i - u_k w_ki) / (R T_learn)``, adds to a per-synapse ``pending`` sum and the
+  weights stay as they are. Neuron ``k`` holds a gain with its own equation,
+  :math:`dg_k/dt = -\mathrm{gate}\, g_k / (\tau B\, t_{present})` (``tau`` in batches, ``B`` presentations
+  per batch: a decay of ``e^{-1/tau}`` per batch). At a batch's last step (event ``batch_end``), in
+  pathway order: each synapse raises its neuron's gain to its ``|pending|``
+  (:math:`g_k \leftarrow \max(g_k, \max_i |pending_{ki}|)`, a max written by every synapse onto its
+  neuron, in the serial loop of the standalone code) and sets the neuron's rate factor from its
+  weights; then each applies :math:`\eta\,(|\,\|w_k\| - 1| + 10^{-10})^q\, pending_{ki} / g_k`, the
+  rate rule's step with that normalisation.
 * **Order within a step.** ``u`` decays, ``h`` drifts, ``e^{t u (- h)}`` and the race (and, ideal,
   ``Z``, ``Z_2``) are computed (``groups``); the outputs and the inhibitory neuron draw their spikes from that
   state; the input events of the step then move ``u``, the excitatory spikes reach the inhibitory
