@@ -145,6 +145,9 @@ class PlasticLayer:
         if int(gain_batch) != gain_batch or gain_batch < 1:
             raise ValueError(f"gain_batch must be a whole number >= 1, got {gain_batch}")
         self.gain_batch = int(gain_batch)
+        if self.gained and self.threads > 1:
+            raise ValueError("a homeostatic gain is raised by a max that every synapse writes onto its neuron, which "
+                             "the compiled code does in one serial loop: use threads=1")
         if backend == "cpp_standalone" and self.gained and self.chunk % self.gain_batch:
             raise ValueError(f"chunk ({self.chunk}) must be a multiple of gain_batch ({self.gain_batch}): a batch "
                              "may not straddle two runs")

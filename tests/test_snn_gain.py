@@ -148,6 +148,7 @@ def test_a_device_is_programmed_at_each_batch_end(patches, init_weights):
     (dict(normalisation="global"), "spiking layer's update normalisation"),
     (dict(normalisation="homeostatic", gain_batch=0), "gain_batch"),
     (dict(normalisation="homeostatic", gain_batch=3), "multiple of gain_batch"),
+    (dict(normalisation="homeostatic", threads=2), "threads=1"),
 ])
 def test_bad_gain_settings_are_named(bad, message):
     require_compiler()
