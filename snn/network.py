@@ -97,12 +97,26 @@ A spiking layer is one circuit: an input population (:class:`InputModel`: ON/OFF
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 from brian2 import Equations, EventMonitor, Network, NeuronGroup, StateMonitor, Synapses, TimedArray, linked_var, second
 
 from .params import WTA_MODES, SpikingParams
+
+
+class _GainOrderFilter(logging.Filter):
+    """Drops Brian2's warning that the gain's code "may depend on the order of execution": every synapse
+    writes a max onto its neuron and the changes then divide by it, which no order changes, and the
+    standalone code runs each in one serial loop (a gained layer refuses OpenMP threads)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("order of execution" in message and "gain_post" in message)
+
+
+logging.getLogger("brian2.codegen.generators.base").addFilter(_GainOrderFilter())
 
 # --- output population (Brian2 code; values come from the namespace, never pasted in) -----------------
 OUTPUT_EQS = """
