@@ -85,6 +85,10 @@ class SpikingSoftHebb(PlasticLayer):
         build_dir: standalone project directory (default: under :func:`snn.network.cache_dir`).
         synapse: a device model (``hardware_models``) holding the weights; see :meth:`attach_synapse`.
         threads: OpenMP threads of the compiled standalone code (Brian2 ``openmp_threads``; 1 = none).
+        normalisation: ``"none"`` (the raw rule) or a :class:`rate_decoder.rules.HomeostaticGain` (or its name),
+            a gain per neuron held as a state variable; the object keeps the gain between calls.
+        gain_batch: presentations per batch of the gain (the weights change at each batch's end); ``chunk``
+            must be a multiple of it.
 
     Example::
 
