@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rate_decoder import configure_cpu, load_dataset, rules
+from rate_decoder.activations import triangle
 from rate_decoder.data import iter_batches, to_float
 from rate_decoder.run import load_checkpoint
 
@@ -31,7 +32,7 @@ def raw_update(block, x: torch.Tensor) -> torch.Tensor:
     xp, w = conv.pad(x), conv.weight.detach()
     u = rules.conv_forward(xp, w)
     if conv.pre_triangle:
-        u = torch.relu(u - u.mean(1, keepdim=True))
+        u = triangle(u, 1.0)
     return rules.conv_update(xp, u, rules.signed_post(u, conv.inverse_temperature, conv.rule), w)
 
 
