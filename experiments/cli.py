@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from rate_decoder.config import (DEPRECATED_MODES, MODES, PRECISIONS, RULES, RunConfig, available_presets,
+from rate_decoder.config import (ACTIVATIONS, DEPRECATED_MODES, MODES, PRECISIONS, RULES, RunConfig, available_presets,
                                  load_preset)
 from rate_decoder.data import DataError
 from rate_decoder.features import FeatureCacheError
@@ -41,6 +41,10 @@ def build_config(args) -> RunConfig:
             raise ValueError(f"--gain-tau takes one value or one per layer ({len(preset.layers)}), got {len(taus)}")
         preset = dataclasses.replace(preset, layers=tuple(dataclasses.replace(layer, gain_tau=tau)
                                                           for layer, tau in zip(preset.layers, taus)))
+    if args.activation is not None:
+        preset = dataclasses.replace(preset, name=f"{preset.name}-{args.activation}",
+                                     layers=tuple(dataclasses.replace(layer, activation=args.activation)
+                                                  for layer in preset.layers))
     return RunConfig(preset, rule=args.rule, mode=mode,
                      seed=args.seed, normalisation=args.normalisation, precision=args.precision, n_train=args.n_train,
                      n_test=args.n_test, readout_epochs=args.readout_epochs, data_dir=args.data_dir,
@@ -98,6 +102,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--gain-tau", type=float, nargs="+", metavar="TAU",
                    help="time constant in batches of a running gain (homeostatic, modulated, peak): one value, or "
                         "one per layer (default: the preset's, 100)")
+    t.add_argument("--activation", choices=ACTIVATIONS,
+                   help="every block's activation (default: the preset's); softmax is the spiking network's")
     t.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="dtype of the Hebbian layers' convolutions and plasticity products (bf16: ~2x faster "
                         "on CPUs with AVX512-BF16; weights and updates stay fp32)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import rules
+
 
 def triangle(u: Tensor, power: float = 1.0, dim: int = 1) -> Tensor:
     r"""Triangle: :math:`a_k = \max(u_k - \bar u, 0)^p`, with :math:`\bar u` the mean over channels at each position.
@@ -51,12 +53,30 @@ class RePU(nn.Module):
         return f"power={self.power}"
 
 
-def make_activation(name: str, power: float = 1.0) -> nn.Module:
-    """Activation module from its preset name: ``triangle``, ``repu`` or ``relu``."""
+class SoftWTA(nn.Module):
+    """``softmax(t u)`` over channels: the soft winner-take-all the layer learns with, which is also what a
+    spiking layer emits (the expected share of each neuron's output spikes, :mod:`snn.network`)."""
+
+    def __init__(self, inverse_temperature: float):
+        super().__init__()
+        self.inverse_temperature = float(inverse_temperature)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return rules.soft_wta(u, self.inverse_temperature, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"inverse_temperature={self.inverse_temperature}"
+
+
+def make_activation(name: str, power: float = 1.0, inverse_temperature: float = 1.0) -> nn.Module:
+    """Activation module from its preset name: ``triangle``, ``repu``, ``relu`` or ``softmax`` (the layer's
+    soft WTA at its ``inverse_temperature``: the spiking network's activation)."""
     if name == "triangle":
         return Triangle(power)
     if name == "repu":
         return RePU(power)
     if name == "relu":
         return nn.ReLU()
-    raise ValueError(f"unknown activation {name!r}; choose triangle, repu or relu")
+    if name == "softmax":
+        return SoftWTA(inverse_temperature)
+    raise ValueError(f"unknown activation {name!r}; choose triangle, repu, relu or softmax")

@@ -42,7 +42,7 @@ DEPRECATED_MODES = {"simultaneous": "consecutive"}
 #: dtype of the Hebbian layers' large products (weights and updates stay fp32)
 PRECISIONS = ("fp32", "bf16")
 #: the block activations of :func:`rate_decoder.activations.make_activation`
-ACTIVATIONS = ("triangle", "repu", "relu")
+ACTIVATIONS = ("triangle", "repu", "relu", "softmax")
 POOL_KINDS = ("max", "avg")
 #: the ``seed`` range: numpy's seed sequences take no negative seed, torch's generator no seed of 2**64 or more
 SEED_LIMIT = 2**32

@@ -54,7 +54,7 @@ class Block(nn.Module):
                 normalisation=rules.layer_normalisation(normalisation, spec.gain_tau),
                 radius=spec.radius, pre_triangle=spec.pre_triangle, compute_dtype=compute_dtype, device=device)
             activation = spec.activation
-        self.activation = make_activation(activation, spec.activation_power)
+        self.activation = make_activation(activation, spec.activation_power, spec.inverse_temperature)
         self.pool = make_pool(spec.pool)
 
     def forward(self, x: Tensor) -> Tensor:

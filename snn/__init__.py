@@ -10,11 +10,13 @@ Example::
 
 Modules: :mod:`snn.params` (constants and presets), :mod:`snn.network` (the circuit),
 :mod:`snn.simulation` (build and run), :mod:`snn.layer` (ON/OFF pixel inputs), :mod:`snn.relay` and
-:mod:`snn.stack` (a second layer on the first one's spikes or counts), :mod:`snn.decoding` (counts to
+:mod:`snn.stack` (a second layer on the first one's spikes or counts), :mod:`snn.conv` (learnt kernels as
+spatial maps over whole images, spiking max pooling, event counts), :mod:`snn.energy` (energy per image
+from the counts and published figures), :mod:`snn.decoding` (counts to
 the rate network's quantities), :mod:`snn.readout` (the rate network reading out a spiking layer),
 :mod:`snn.reference` (the rate rule on the same inputs), :mod:`snn.data` (MNIST patches).
 """
-from . import data, decoding, readout, reference, relay, stack
+from . import conv, data, decoding, energy, readout, reference, relay, stack
 from .layer import SpikingSoftHebb
 from .params import PRESETS, SpikingParams, preset
 from .relay import Layer1Trains, SpikingRelayLayer, record_layer1
@@ -22,6 +24,7 @@ from .simulation import CompilerNotFoundError, PlasticLayer, Presentation, cache
 
 __all__ = [
     "CompilerNotFoundError", "Layer1Trains", "PRESETS", "PlasticLayer", "Presentation", "SpikingParams",
-    "SpikingRelayLayer", "SpikingSoftHebb", "cache_dir", "check_compiler", "data", "decoding", "preset", "readout",
+    "SpikingRelayLayer", "SpikingSoftHebb", "cache_dir", "check_compiler", "conv", "data", "decoding", "energy", "preset",
+    "readout",
     "record_layer1", "reference", "relay", "stack",
 ]

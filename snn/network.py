@@ -106,17 +106,25 @@ from brian2 import Equations, EventMonitor, Network, NeuronGroup, StateMonitor, 
 from .params import WTA_MODES, SpikingParams
 
 
-class _GainOrderFilter(logging.Filter):
-    """Drops Brian2's warning that the gain's code "may depend on the order of execution": every synapse
-    writes a max onto its neuron and the changes then divide by it, which no order changes, and the
-    standalone code runs each in one serial loop (a gained layer refuses OpenMP threads)."""
+class _OrderFilter(logging.Filter):
+    """Drops Brian2's warning that some synaptic code "may depend on the order of execution" where the
+    order does not change the result and the standalone code runs it in one serial loop:
+
+    * ``gain_post``: every synapse writes a max onto its neuron and the changes then divide by it (a gained
+      layer refuses OpenMP threads);
+    * ``_to_pool`` (:mod:`snn.conv`'s race pooling): the first synapse whose neuron reaches the race's
+      count locks its pooling unit; two that reach it in the same step are equally entitled, and the
+      serial loop takes the first.
+    """
+
+    VARIABLES = ("gain_post", "_to_pool")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("order of execution" in message and "gain_post" in message)
+        return not ("order of execution" in message and any(v in message for v in self.VARIABLES))
 
 
-logging.getLogger("brian2.codegen.generators.base").addFilter(_GainOrderFilter())
+logging.getLogger("brian2.codegen.generators.base").addFilter(_OrderFilter())
 
 # --- output population (Brian2 code; values come from the namespace, never pasted in) -----------------
 OUTPUT_EQS = """
@@ -161,9 +169,11 @@ PREACTIVATION = {False: "u : 1", True: "u = beta + v : 1\nv : 1\nbeta : 1"}
 OUTPUT_THRESHOLD = {"ideal": "gate > 0.5 and learning > 0.5 and rand() * Z < rate * dt * ex",
                     "circuit": "gate > 0.5 and rand() < rate * dt * ex"}
 #: per step, after the decay of ``u``: the escape drive (and, circuit, the tonic drift of ``h``)
-OUTPUT_DRIVE = {"ideal": "ex = exp(inv_temp * u)",
-                "circuit": "h = h - drift * int(gate > 0.5)\nex = exp(clip(inv_temp * u - h, -700, 700))\n"
-                           "race += rate * dt * ex * learning"}
+DRIVE = {"ideal": "ex = exp(inv_temp * u)",
+         "circuit": "h = h - drift * int(gate > 0.5)\nex = exp(clip(inv_temp * u - h, -700, 700))"}
+#: (circuit, plastic layer) each neuron's own expected spike count in the window, for the race for the winner
+RACE = "race += rate * dt * ex * learning"
+OUTPUT_DRIVE = {"ideal": DRIVE["ideal"], "circuit": DRIVE["circuit"] + "\n" + RACE}
 #: (circuit) the race for the winner: the first neuron whose own expected spike count in the window reaches
 #: ``race_to_claim`` claims; the winner gate tells every neuron that the race is decided; a neuron
 #: flushes its pending updates once decided, or at the last step of a presentation
@@ -441,4 +451,4 @@ class WTANetwork:
 
 
 __all__ = ["InputModel", "WTANetwork", "WTA_MODES", "SynapseCode", "FLOAT_SYNAPSE", "output_code", "circuit_text",
-           "decaying"]
+           "decaying", "DRIVE", "OUTPUT_THRESHOLD"]

@@ -15,25 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from rate_decoder import SoftHebbNet, load_preset, rules
+from rate_decoder import SoftHebbNet, load_preset
+from rate_decoder.activations import SoftWTA
 from rate_decoder.data import to_float
 
 from .data import MNIST_MEAN, MNIST_STD
 from .decoding import weights_to_conv
-
-
-class SoftWTA(nn.Module):
-    """``softmax(t u)`` over channels: the expected share of a spiking WTA population's output spikes."""
-
-    def __init__(self, inverse_temperature: float):
-        super().__init__()
-        self.inverse_temperature = float(inverse_temperature)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return rules.soft_wta(u, self.inverse_temperature, dim=1)
-
-    def extra_repr(self) -> str:
-        return f"inverse_temperature={self.inverse_temperature}"
 
 
 class PoissonShares(SoftWTA):

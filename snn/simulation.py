@@ -110,6 +110,49 @@ SEED_CODE = ("for (size_t _g = 0; _g < brian::_random_generators.size(); _g++)\n
              "    brian::_random_generators[_g].seed((unsigned long)({array}[0]) + _g);")
 
 
+def compile_project(build_dir: Path, threads: int, dt, make_network: Callable, duration) -> None:
+    """Generate and compile a standalone project in ``build_dir`` and make it the one the device holds.
+
+    ``make_network()`` creates the Brian2 objects (an object with ``network``, ``namespace`` and a shared
+    ``rng_seed`` variable in ``outputs``, or ``seed_variable``); the project simulates ``duration``. Every
+    random generator of the binary is seeded from ``rng_seed`` at run time (:data:`SEED_CODE`).
+    """
+    check_compiler()
+    _PROJECT.build_dir = _PROJECT.net = None
+    directory = str(build_dir)
+    prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
+    set_device("cpp_standalone", build_on_run=False, directory=directory)
+    device.reinit()  # forget the previous project, then free its objects' names for this one
+    gc.collect()
+    device.activate(build_on_run=False, directory=directory)
+    defaultclock.dt = dt
+    net = make_network()
+    seed_variable = getattr(net, "seed_variable", None) or net.outputs.variables["rng_seed"]
+    device.apply_run_args()  # the run arguments are applied here, then the seed is taken from them
+    device.insert_code("main", SEED_CODE.format(array=device.get_array_name(seed_variable)))
+    net.network.run(duration, namespace=net.namespace, profile=bool(os.environ.get("SOFTHEBB_PROFILE")))
+    try:
+        device.build(directory=directory, compile=True, run=False, with_output=False)
+    except Exception as err:  # make / compiler failure: say where
+        raise RuntimeError(f"building the Brian2 standalone project in {directory} failed: {err}") from err
+    _PROJECT.build_dir, _PROJECT.net = Path(build_dir), net
+
+
+def holds_project(build_dir: Path) -> bool:
+    """Whether the standalone device holds the compiled project of ``build_dir``."""
+    return (_PROJECT.build_dir == Path(build_dir) and _PROJECT.net is not None
+            and get_device().__class__.__name__ == "CPPStandaloneDevice")
+
+
+def run_project(args: dict) -> None:
+    """Run the project the device holds with these run arguments (Brian2 variable or TimedArray -> values)."""
+    directory = _PROJECT.build_dir
+    device.run(directory=str(directory), with_output=False, run_args=args)
+    for fname in list(device.run_args_arrays):  # per-run input files: do not let them pile up
+        for f in Path(directory, "static_arrays").glob(fname + "*"):
+            f.unlink(missing_ok=True)
+
+
 class PlasticLayer:
     """``K`` soft-WTA neurons with one plastic weight set behind an input population (base of the layers).
 
@@ -243,29 +286,11 @@ class PlasticLayer:
         """
         if self.backend != "cpp_standalone":
             return 0.0
-        if (_PROJECT.build_dir == self.build_dir and _PROJECT.net is not None
-                and get_device().__class__.__name__ == "CPPStandaloneDevice"):
+        if holds_project(self.build_dir):
             return 0.0
-        check_compiler()
         start = time.perf_counter()
-        _PROJECT.build_dir = _PROJECT.net = None
-        directory = str(self.build_dir)
-        prefs.devices.cpp_standalone.openmp_threads = self.threads if self.threads > 1 else 0
-        set_device("cpp_standalone", build_on_run=False, directory=directory)
-        device.reinit()  # forget the previous project, then free its objects' names for this one
-        gc.collect()
-        device.activate(build_on_run=False, directory=directory)
-        defaultclock.dt = self.params.dt
-        gate = np.ones(self.chunk)
-        net = self._network(dict(self._placeholders(), present_gate=gate))
-        device.apply_run_args()  # the run arguments are applied here, then the seed is taken from them
-        device.insert_code("main", SEED_CODE.format(array=device.get_array_name(net.outputs.variables["rng_seed"])))
-        net.network.run(self.chunk * self.params.t_present, namespace=net.namespace)
-        try:
-            device.build(directory=directory, compile=True, run=False, with_output=False)
-        except Exception as err:  # make / compiler failure: say where
-            raise RuntimeError(f"building the Brian2 standalone project in {directory} failed: {err}") from err
-        _PROJECT.build_dir, _PROJECT.net = self.build_dir, net
+        compile_project(self.build_dir, self.threads, self.params.dt, lambda: self._network(
+            dict(self._placeholders(), present_gate=np.ones(self.chunk))), self.chunk * self.params.t_present)
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -276,10 +301,7 @@ class PlasticLayer:
             net = _PROJECT.net
             args = {net.timed[name]: value for name, value in timed.items()}
             args.update({net.variable(key): value for key, value in states.items()})
-            device.run(directory=str(self.build_dir), with_output=False, run_args=args)
-            for fname in list(device.run_args_arrays):  # per-run input files: do not let them pile up
-                for f in Path(self.build_dir, "static_arrays").glob(fname + "*"):
-                    f.unlink(missing_ok=True)
+            run_project(args)
             return net
         if get_device().__class__.__name__ != "RuntimeDevice":
             set_device("runtime")

@@ -217,3 +217,22 @@ def test_top_level_api_is_complete_and_cheap():
             "if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_softmax_activation_is_the_layers_soft_wta_and_the_cli_sets_it_everywhere():
+    """``softmax`` is softmax(t u) at each layer's own inverse temperature (the spiking layer's output shares);
+    ``--activation`` replaces every block's activation and renames the preset."""
+    import argparse
+    from experiments.cli import build_config
+    from rate_decoder import SoftHebbNet, rules
+    preset = load_preset("mnist", layers=2, width_factor=0.1)
+    args = argparse.Namespace(mode="greedy", preset="mnist", layers=2, width_factor=0.1, gain_tau=None,
+                              activation="softmax", rule="softhebb", seed=0, normalisation="global", precision="fp32",
+                              n_train=None, n_test=None, readout_epochs=None, data_dir=None, download=False, synapse=None)
+    config = build_config(args)
+    assert [layer.activation for layer in config.preset.layers] == ["softmax", "softmax"]
+    assert config.preset.name == "mnist-first2-softmax"
+    net = SoftHebbNet(config.preset)
+    u = torch.randn(2, preset.layers[1].out_channels, 3, 3)
+    torch.testing.assert_close(net.blocks[1].activation(u), rules.soft_wta(u, preset.layers[1].inverse_temperature, dim=1))
+    assert preset.layers[1].inverse_temperature != preset.layers[0].inverse_temperature

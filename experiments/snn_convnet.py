@@ -1,0 +1,375 @@
+"""MNIST through a 2-layer convolutional spiking SoftHebb network, end to end: learning, inference from spikes, counts.
+
+    python -m experiments.snn_convnet --part learn --seeds 0 1 --out results/snn_convnet
+    python -m experiments.snn_convnet --part infer --seeds 0 1 --sets spiking initial rate --out results/snn_convnet
+    python -m experiments.snn_convnet --part score --seeds 0 1 --out results/snn_convnet
+    python -m experiments.snn_convnet --part figures --seeds 0 --out results/snn_convnet
+
+* ``learn`` (per seed): layer 1 (32 neurons, 5x5, ``t`` 1) is the spiking circuit
+  (:class:`snn.layer.SpikingSoftHebb`, ``wta="circuit"``) learning from ``--patches1`` random patches of
+  the training images, each spike's change applied at once (``--normalisation none``, ``lr`` 1e-3, the
+  setting of ``experiments.snn_circuit``) or divided by the homeostatic gain over batches
+  (``--normalisation homeostatic``, ``tau`` 100 batches). Its kernels then run as a map
+  (:class:`snn.conv.SpikingConvNet`, one layer) on the first ``--l2-images`` training images: the
+  pooled spike counts of those whole images, standardised per channel, are layer 2's inputs. Layer 2
+  (128 neurons, 3x3x32, ``t`` 0.65) learns from ``--patches2`` 3x3 patches of them (their values relayed
+  as ON/OFF events), with the same rule. The rate rule learns from the same patches in the same
+  order (layer 2 from its own layer 1's pooled rate maps): the ``rate`` kernel set, the spiking
+  layers' rate twins. ``initial``: the layers' random initial kernels scaled to unit norm (the norm the
+  rule converges to), standardised the same way.
+* ``infer``: each kernel set as the 2-layer map network (circuit, whole images of ``--t-present`` ms,
+  race pooling 4/2/1), on the first ``--n-train`` training and ``--n-test`` test images; writes the
+  pooled layer-2 spike counts, the event counts and the speed.
+* ``score``: a linear readout (the preset's: dropout 0.5, Adam, 50 epochs) trained on the spike counts
+  of the ``--n-train`` training images and tested on the ``--n-test`` test images' spike counts; the rate
+  twin of the same network (same kernels, ``softmax(t u)`` and max pooling, batch norms set to the same
+  standardisation) on the same images (and, ``--twin-all``, on all 60k/10k images); layer-by-layer comparison of the
+  kernel sets (matched cosine) and of the spike shares with the twin's ``softmax(t u)``; energy per image
+  (:mod:`snn.energy`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from brian2 import ms, second
+
+from rate_decoder import SoftHebbNet, configure_cpu, load_dataset, load_preset, rules
+from rate_decoder.features import extract_features
+from rate_decoder.readout import train_readout
+from rate_decoder.run import write_json
+from snn import SpikingSoftHebb, data, decoding, energy, preset, reference
+from snn.conv import LIMIT, MapLayer, SpikingConvNet
+from snn.data import MNIST_MEAN, MNIST_STD
+from snn.stack import next_layer_input
+
+SETS = ("spiking", "rate", "initial")
+KERNEL_SIZES = (5, 3)
+TEMPERATURES = (1.0, 0.65)
+TAUS = (100.0, 100.0)  # batches; the patch streams here are 2500 and 2000 batches
+
+
+def params(args):
+    """The spiking constants of every run: the ``fast`` preset, the circuit, whole images of ``--t-present``."""
+    return preset("fast", wta="circuit", t_present=args.t_present * ms)
+
+
+def network(args, kernels: list, standardisation=None, layers: int = 2) -> SpikingConvNet:
+    maps = [MapLayer(kernels[0], 5, TEMPERATURES[0])]
+    if layers == 2:
+        mean, std = standardisation
+        maps.append(MapLayer(kernels[1], 3, TEMPERATURES[1], mean=mean, std=std))
+    return SpikingConvNet(maps, (1, 28, 28), params(args), settle=args.settle * ms, chunk=args.chunk, seed=args.seed_run)
+
+
+def pooled_shares(args, counts: np.ndarray, layer: int) -> np.ndarray:
+    """Pooled spike counts of layer ``layer`` (1 or 2) divided by ``R T`` of its counting window: pooled shares."""
+    p = params(args)
+    window = p.t_present - p.t_blank - (layer - 1) * args.settle * ms
+    return counts / float(p.output_rate * window)
+
+
+def rate_twin(kernels: list, standardisation, layers: int = 2) -> SoftHebbNet:
+    """The rate network of the same architecture: these kernels, softmax(t u), max pooling 4/2/1, batch norms set
+    to MNIST's standardisation and to ``standardisation`` of layer 1's pooled shares."""
+    net = SoftHebbNet(_twin_preset())
+    with torch.no_grad():
+        for block, w, k in zip(net.blocks[:layers], kernels, KERNEL_SIZES):
+            block.conv.weight.copy_(decoding.weights_to_conv(w, w.shape[1] // k ** 2, k))
+        net.blocks[0].bn.running_mean.fill_(MNIST_MEAN)
+        net.blocks[0].bn.running_var.fill_(MNIST_STD ** 2 - net.blocks[0].bn.eps)
+        if layers == 1:
+            return net.eval()
+        mean, std = standardisation
+        net.blocks[1].bn.running_mean.copy_(torch.as_tensor(mean))
+        net.blocks[1].bn.running_var.copy_(torch.as_tensor(std) ** 2 - net.blocks[1].bn.eps)
+    return net.eval()
+
+
+def _twin_preset():
+    import dataclasses
+    preset_ = load_preset("mnist", layers=2, width_factor=1 / 3)
+    return dataclasses.replace(preset_, layers=tuple(dataclasses.replace(layer, activation="softmax")
+                                                     for layer in preset_.layers))
+
+
+def layer_hyper(index: int, args) -> dict:
+    spec = _twin_preset().layers[index]
+    return dict(inverse_temperature=spec.inverse_temperature, lr=(args.lr1, args.lr2)[index], lr_power=spec.lr_power)
+
+
+def local_rule(args, index: int) -> dict:
+    """The spiking layer's update normalisation: none (each spike's change at once) or the homeostatic gain."""
+    if args.normalisation == "none":
+        return {}
+    return dict(normalisation=rules.HomeostaticGain(TAUS[index]), gain_batch=(args.batch, args.batch2)[index])
+
+
+def rate_rule(args, index: int) -> dict:
+    """The same rule for the rate twin: per patch, or in the spiking layer's batches with its gain."""
+    if args.normalisation == "none":
+        return dict(normalisation="none", batch=1)
+    return dict(normalisation=rules.HomeostaticGain(TAUS[index]), batch=(args.batch, args.batch2)[index])
+
+
+def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
+    """Both layers of one seed, spiking and rate-rule twins, and the three kernel sets' standardisations."""
+    report = {"seed": seed}
+    spec = _twin_preset().layers
+    rng = np.random.default_rng(seed)
+    w1_0 = rng.standard_normal((spec[0].out_channels, 25)) * spec[0].radius / 5
+    w2_0 = rng.standard_normal((spec[1].out_channels, spec[0].out_channels * 9)) * spec[1].radius / np.sqrt(
+        spec[0].out_channels * 9)
+    x1 = np.clip(data.random_patches(images, args.patches1, 5, seed=seed), -LIMIT, LIMIT)
+    # random kernels at unit norm, the norm the rule converges to: at the initial norm (25) softmax(t u) is a hard
+    # winner-take-all whose log Z the circuit's inhibition needs longer than a presentation to track
+    unit = [w / np.linalg.norm(w, axis=1, keepdims=True) for w in (w1_0, w2_0)]
+    sets = {"initial": unit}
+    start = time.perf_counter()
+    l1 = SpikingSoftHebb(25, len(w1_0), params=preset("fast", wta="circuit"), chunk=2000, weights=w1_0, seed=seed,
+                         **local_rule(args, 0), **layer_hyper(0, args))
+    compile_s = l1.build()
+    start = time.perf_counter()
+    out1 = l1.present(x1)
+    w1_s = out1.weights
+    report["layer1_spikes_per_presentation"] = float(out1.counts.sum(1).mean())
+    report["layer1_plastic_events_per_presentation"] = float(out1.counts.sum(1).mean() * 25)
+    report["layer1_presentations_per_s"] = args.patches1 / (time.perf_counter() - start)
+    report["layer1_compile_s"] = compile_s
+    w1_r = reference.rate_learn(x1, w1_0, **layer_hyper(0, args), **rate_rule(args, 0))
+    standard, twin_standard, inputs = {}, {}, {}
+    l2_images = images[:args.l2_images]
+    for name, w1 in (("spiking", w1_s), ("rate", w1_r), ("initial", unit[0])):
+        start = time.perf_counter()
+        pooled = network(args, [w1], layers=1).present(l2_images).pooled[0]
+        report[f"layer1_map_images_per_s_{name}"] = len(l2_images) / (time.perf_counter() - start)
+        spike_shares = pooled_shares(args, pooled, 1)
+        standard[name] = decoding.fit_standardisation(spike_shares)
+        twin_shares = layer1_twin_shares(w1, l2_images)
+        twin_standard[name] = decoding.fit_standardisation(twin_shares)
+        # each network standardises its own layer 1's pooled output, as a batch norm fitted in it would
+        inputs[name] = (next_layer_input(spike_shares, *standard[name]) if name == "spiking" else
+                        next_layer_input(twin_shares, *twin_standard[name]))
+    x2 = {name: data.random_patches(inputs[name], args.patches2, 3, seed=seed + 1) for name in ("spiking", "rate")}
+    n2 = w2_0.shape[1]
+    l2 = SpikingSoftHebb(n2, len(w2_0), params=preset("fast", wta="circuit"), chunk=1000, weights=w2_0, seed=seed + 1,
+                         **local_rule(args, 1), **layer_hyper(1, args))
+    report["layer2_compile_s"] = l2.build()
+    start = time.perf_counter()
+    out2 = l2.present(x2["spiking"])
+    report["layer2_presentations_per_s"] = args.patches2 / (time.perf_counter() - start)
+    report["layer2_spikes_per_presentation"] = float(out2.counts.sum(1).mean())
+    report["layer2_plastic_events_per_presentation"] = float(out2.counts.sum(1).mean() * n2)
+    w2_r = reference.rate_learn(x2["rate"], w2_0, **layer_hyper(1, args), **rate_rule(args, 1))
+    sets.update(spiking=[w1_s, out2.weights], rate=[w1_r, w2_r])
+    perm1, cos1 = reference.match(w1_s, w1_r)
+    report["matched_cosine_spiking_vs_rate"] = {"layer1": float(cos1.mean()),
+                                                "layer1_initial": float(reference.match(w1_0, w1_r)[1].mean()),
+                                                "layer2": reference.compare(out2.weights, w2_r)["mean_cosine"],
+                                                "layer2_initial": reference.compare(w2_0, w2_r)["mean_cosine"]}
+    np.savez(out / f"kernels_s{seed}.npz", **{f"{name}_{i + 1}": w for name, ws in sets.items() for i, w in enumerate(ws)},
+             **{f"{name}_mean": s[0] for name, s in standard.items()}, **{f"{name}_std": s[1] for name, s in standard.items()},
+             **{f"{name}_twin_mean": s[0] for name, s in twin_standard.items()},
+             **{f"{name}_twin_std": s[1] for name, s in twin_standard.items()})
+    write_json(out / f"learn_s{seed}.json", report)
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def load_set(out: Path, seed: int, name: str, twin: bool = False):
+    """A kernel set and the standardisation of its layer 1's pooled output, in the spiking network or its twin."""
+    suffix = "_twin" if twin else ""
+    with np.load(out / f"kernels_s{seed}.npz") as f:
+        return [f[f"{name}_1"], f[f"{name}_2"]], (f[f"{name}{suffix}_mean"], f[f"{name}{suffix}_std"])
+
+
+def layer1_twin_shares(w1: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Layer 1 of the rate twin on standardised images: max-pooled softmax(t u), ``(N, K, 14, 14)``."""
+    block = rate_twin([w1, np.zeros((1, len(w1) * 9))], None, layers=1).blocks[0]
+    with torch.no_grad():
+        return block.after_norm(torch.as_tensor(images, dtype=torch.float32)).double().numpy()
+
+
+def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
+    path = out / f"counts_s{seed}_{name}.npz"
+    if path.exists():
+        return {}
+    kernels, standard = load_set(out, seed, name)
+    net = network(args, kernels, standard)
+    start = time.perf_counter()
+    net.build()
+    compile_s = time.perf_counter() - start
+    result = {}
+    for split, n in (("train", args.n_train), ("test", args.n_test)):
+        x = (mnist.x_train if split == "train" else mnist.x_test)[:n].double().numpy() / 255.0
+        x = (x - MNIST_MEAN) / MNIST_STD
+        start = time.perf_counter()
+        res = net.present(x)
+        result[split] = res
+        result[f"{split}_images_per_s"] = n / (time.perf_counter() - start)
+    np.savez_compressed(path, train=result["train"].pooled[1].astype(np.int16), test=result["test"].pooled[1].astype(np.int16),
+                        train_map1=result["train"].maps[0][:50].astype(np.int16))
+    report = {"seed": seed, "set": name, "compile_s": compile_s, "train_images_per_s": result["train_images_per_s"],
+              "test_images_per_s": result["test_images_per_s"], "events_per_image": result["test"].events,
+              "energy_per_image_J": energy.inference_energy(result["test"].events)}
+    write_json(out / f"infer_s{seed}_{name}.json", report)
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def readout_accuracy(train_f, y_train, test_f, y_test, seed: int, epochs: int) -> float:
+    net = SoftHebbNet(_twin_preset())
+    torch.manual_seed(seed)
+    history = train_readout(net, torch.as_tensor(train_f, dtype=torch.float32).flatten(1), y_train,
+                            torch.as_tensor(test_f, dtype=torch.float32).flatten(1), y_test, epochs=epochs, seed=seed,
+                            progress=False)
+    return history[-1]["test_acc"]
+
+
+def score(out: Path, seeds, sets, args, mnist) -> dict:
+    path = out / "score.json"
+    report = json.loads(path.read_text()) if path.exists() else {"accuracy": {}}
+    epochs = args.readout_epochs
+    n_tr, n_te = args.n_train, args.n_test
+    for seed in seeds:
+        for name in sets:
+            key = f"{name}/s{seed}"
+            counts = out / f"counts_s{seed}_{name}.npz"
+            if key in report["accuracy"] or not counts.exists():
+                continue
+            with np.load(counts) as f:
+                f_train, f_test = pooled_shares(args, f["train"], 2), pooled_shares(args, f["test"], 2)
+                map1 = f["train_map1"]
+            twin = rate_twin(*load_set(out, seed, name, twin=True))
+            r = {"spikes": readout_accuracy(f_train, mnist.y_train[:n_tr], f_test, mnist.y_test[:n_te], seed, epochs)}
+            tw_train = extract_features(twin, mnist.x_train, progress=False)
+            tw_test = extract_features(twin, mnist.x_test, progress=False)
+            r["twin_same_images"] = readout_accuracy(tw_train[:n_tr], mnist.y_train[:n_tr], tw_test[:n_te],
+                                                     mnist.y_test[:n_te], seed, epochs)
+            if args.twin_all:
+                r["twin_all_images"] = readout_accuracy(tw_train, mnist.y_train, tw_test, mnist.y_test, seed, epochs)
+            # layer 2's pooled shares, spikes against the twin (same images): mean and relative rms difference
+            twin_test = tw_test[:n_te].double().numpy().reshape(f_test.shape)
+            r["layer2_pooled_share_mean"] = {"spikes": float(f_test.mean()), "twin": float(twin_test.mean())}
+            r["layer2_pooled_correlation"] = float(np.corrcoef(f_test.ravel(), twin_test.ravel())[0, 1])
+            # layer 1's spike shares at every position against softmax(t u) of the same kernels (first training images)
+            p = params(args)
+            images = (mnist.x_train[:len(map1)].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
+            expected = decoding.expected_shares(load_set(out, seed, name)[0][0], np.clip(images, -LIMIT, LIMIT),
+                                                TEMPERATURES[0])
+            observed = decoding.shares_from_counts(map1, float(p.output_rate), float((p.t_present - p.t_blank) / second))
+            r["layer1_shares_vs_softmax"] = {"correlation": float(np.corrcoef(observed.ravel(), expected.ravel())[0, 1]),
+                                             "mean_total_variation": float(0.5 * np.abs(observed - expected).sum(1).mean())}
+            report["accuracy"][key] = r
+            print(key, json.dumps(r), flush=True)
+            write_json(path, report)
+    return report
+
+
+def projected_kernels(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
+    """Layer-2 kernels projected to pixels, ``(K2, 9, 9)``: each input (channel c, offset dy, dx) of a layer-2 kernel
+    adds its weight times layer-1 kernel c, shifted by the pooling stride times the offset. A linear picture
+    (it ignores the soft WTA and the pooling window's extent), as one draws deep receptive fields by weights."""
+    k1 = w1.reshape(len(w1), 5, 5)
+    w = w2.reshape(len(w2), len(w1), 3, 3)
+    out = np.zeros((len(w2), 9, 9))
+    for dy in range(3):
+        for dx in range(3):
+            out[:, 2 * dy:2 * dy + 5, 2 * dx:2 * dx + 5] += np.einsum("kc,cij->kij", w[:, :, dy, dx], k1)
+    return out
+
+
+def figures(out: Path, seed: int, args) -> None:
+    """A raster of one test image through both layers, and the layer-2 kernels projected to pixels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    kernels, standard = load_set(out, seed, "spiking")
+    images, labels = data.load_mnist("test", 1)
+    net = SpikingConvNet([MapLayer(kernels[0], 5, TEMPERATURES[0]), MapLayer(kernels[1], 3, TEMPERATURES[1],
+                                                                                 *standard)],
+                         (1, 28, 28), params(args), settle=args.settle * ms, chunk=1, seed=args.seed_run, record=True)
+    res = net.present(images)
+    panels = [("map_pixels", "input events (784 pixels)"), ("map1_exc", "layer 1 (32 x 28 x 28)"),
+              ("map1_pool", "layer 1 pooled (32 x 14 x 14)"), ("map2_exc", "layer 2 (128 x 14 x 14)"),
+              ("map2_pool", "layer 2 pooled (128 x 7 x 7): the features")]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 11), sharex=True)
+    for ax, (name, title) in zip(axes, panels):
+        i, t = res.spikes[name]
+        ax.plot(t * 1000, i, ",k", alpha=0.6)
+        ax.set_title(f"{title}: {len(i)} events", fontsize=9)
+        ax.set_ylabel("index")
+    for ax in axes[1:3]:
+        ax.axvline(float(params(args).t_blank / ms), color="r", lw=0.8)
+    for ax in axes[3:]:
+        ax.axvline(float((params(args).t_blank + args.settle * ms) / ms), color="r", lw=0.8)
+    axes[-1].set_xlabel("ms (red: the layer starts counting)")
+    fig.suptitle(f"one MNIST test image (label {labels[0]}) through the 2-layer spiking network, seed {seed}")
+    fig.tight_layout()
+    fig.savefig(out / "raster.png", dpi=110)
+    proj = projected_kernels(*kernels)
+    fig, axes = plt.subplots(8, 16, figsize=(12, 6.5))
+    for ax, k in zip(axes.ravel(), proj):
+        lim = np.abs(k).max()
+        ax.imshow(k, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.axis("off")
+    fig.suptitle(f"layer-2 kernels projected to pixels (9x9), spiking-learnt, seed {seed}")
+    fig.savefig(out / "layer2_kernels.png", dpi=110)
+    print(f"wrote {out / 'raster.png'} and {out / 'layer2_kernels.png'}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--part", choices=("learn", "infer", "score", "figures"), required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    ap.add_argument("--patches1", type=int, default=100_000)
+    ap.add_argument("--patches2", type=int, default=20_000)
+    ap.add_argument("--batch", type=int, default=40, help="layer 1's presentations per batch of the gain and the updates")
+    ap.add_argument("--batch2", type=int, default=10, help="layer 2's (more batches from fewer patches)")
+    ap.add_argument("--normalisation", choices=("none", "homeostatic"), default="none",
+                    help="none: each spike's change applied at once; homeostatic: the per-neuron gain over batches")
+    ap.add_argument("--lr1", type=float, default=1e-3)
+    ap.add_argument("--lr2", type=float, default=1e-3)
+    ap.add_argument("--l2-images", type=int, default=200, help="training images whose layer-1 maps layer 2 learns from")
+    ap.add_argument("--n-train", type=int, default=1000, help="training images of the readout (spike counts)")
+    ap.add_argument("--n-test", type=int, default=1000, help="test images classified from spikes")
+    ap.add_argument("--t-present", type=float, default=80.0, help="ms per whole image")
+    ap.add_argument("--settle", type=float, default=40.0, help="ms from layer 1's counting start to layer 2's")
+    ap.add_argument("--chunk", type=int, default=50, help="images per compiled run")
+    ap.add_argument("--readout-epochs", type=int, default=50)
+    ap.add_argument("--twin-all", action="store_true", help="score: also the rate twin on all 60k/10k images")
+    ap.add_argument("--seed-run", type=int, default=0, help="seed of the spiking runs' random draws")
+    args = ap.parse_args(argv)
+    for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.normalisation == "homeostatic" and (args.patches1 % args.batch or args.patches2 % args.batch2):
+        ap.error("--patches1 and --patches2 must be multiples of --batch and --batch2")
+    configure_cpu()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.part == "learn":
+        images, _ = data.load_mnist("train")
+        for seed in args.seeds:
+            learn(out, seed, args, images)
+        return
+    if args.part == "figures":
+        figures(out, args.seeds[0], args)
+        return
+    mnist = load_dataset("mnist")
+    if args.part == "infer":
+        for seed in args.seeds:
+            for name in args.sets:
+                infer(out, seed, name, args, mnist)
+    else:
+        score(out, args.seeds, args.sets, args, mnist)
+
+
+if __name__ == "__main__":
+    main()
