@@ -96,10 +96,11 @@ def _reflect(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(i >= n, 2 * (n - 1) - i, i)
 
 
-def conv_connections(channels: int, height: int, width: int, kernel_size: int, n_out: int):
+def conv_connections(channels: int, height: int, width: int, kernel_size: int, n_out: int, channels_last: bool = False):
     """The synapses of a ``k x k`` convolution with reflect padding over a ``(C, H, W)`` map of sources.
 
-    Sources are indexed ``(c * H + y) * W + x``, targets ``(y * W + x) * n_out + k``. Returns
+    Sources are indexed ``(c * H + y) * W + x`` (pixels), or ``(y * W + x) * C + c`` with ``channels_last`` (the
+    pooling units of a layer below); targets ``(y * W + x) * n_out + k``. Returns
     ``(source, target, entry)``: ``entry = k * C k k + (c * k + dy) * k + dx``, the flat index of the
     synapse's weight in the ``(n_out, C, k, k)`` kernel table.
     """
@@ -107,7 +108,7 @@ def conv_connections(channels: int, height: int, width: int, kernel_size: int, n
     y, x, c, dy, dx, k = np.meshgrid(np.arange(height), np.arange(width), np.arange(channels),
                                      np.arange(kernel_size), np.arange(kernel_size), np.arange(n_out), indexing="ij")
     sy, sx = _reflect(y + dy - r, height), _reflect(x + dx - r, width)
-    source = ((c * height + sy) * width + sx).ravel()
+    source = (((sy * width + sx) * channels + c) if channels_last else ((c * height + sy) * width + sx)).ravel()
     target = ((y * width + x) * n_out + k).ravel()
     entry = (k * channels * kernel_size ** 2 + (c * kernel_size + dy) * kernel_size + dx).ravel()
     order = np.lexsort((target, source))  # each source's synapses side by side: an event reads one block
@@ -224,7 +225,8 @@ class _MapNetwork:
                               when="start", name=f"map{n}_onset")
             exc.run_regularly(f"{d} = {d} * decay\n{DRIVE[p.wta]}", when="groups", order=0, name=f"map{n}_step")
             kernel_table = self.timed[f"kernel{n}"]
-            src, tgt, entry = conv_connections(shape[0], shape[1], shape[2], layer.kernel_size, layer.channels)
+            src, tgt, entry = conv_connections(shape[0], shape[1], shape[2], layer.kernel_size, layer.channels,
+                                               channels_last=biased)
             event = "ev_pre" if not biased else "g_pre"
             syn = Synapses(source, exc, "entry : integer (constant)\nw : 1", on_pre=f"{d}_post += w * {event}",
                            name=f"map{n}_kernel", namespace={f"kernel{n}": kernel_table})

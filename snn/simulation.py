@@ -130,7 +130,7 @@ def compile_project(build_dir: Path, threads: int, dt, make_network: Callable, d
     seed_variable = getattr(net, "seed_variable", None) or net.outputs.variables["rng_seed"]
     device.apply_run_args()  # the run arguments are applied here, then the seed is taken from them
     device.insert_code("main", SEED_CODE.format(array=device.get_array_name(seed_variable)))
-    net.network.run(duration, namespace=net.namespace, profile=bool(os.environ.get("SOFTHEBB_PROFILE")))
+    net.network.run(duration, namespace=net.namespace)
     try:
         device.build(directory=directory, compile=True, run=False, with_output=False)
     except Exception as err:  # make / compiler failure: say where
