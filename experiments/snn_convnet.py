@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -91,7 +92,7 @@ def rate_twin(kernels: list, standardisation, layers: int = 2) -> SoftHebbNet:
 
 
 def _twin_preset():
-    import dataclasses
+    """The ``mnist`` preset's first two layers at a third of their width (32, 128), with the soft WTA activation."""
     preset_ = load_preset("mnist", layers=2, width_factor=1 / 3)
     return dataclasses.replace(preset_, layers=tuple(dataclasses.replace(layer, activation="softmax")
                                                      for layer in preset_.layers))

@@ -49,7 +49,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from brian2 import (EventMonitor, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, linked_var,
+from brian2 import (Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, linked_var,
                     ms, second)
 
 from .layer import INPUT_EQS, INPUT_ONSET, INPUT_RESET, INPUT_THRESHOLD
