@@ -19,7 +19,8 @@
   rule converges to), standardised the same way.
 * ``infer``: each kernel set as the 2-layer map network (circuit, whole images of ``--t-present`` ms,
   race pooling 4/2/1), on the first ``--n-train`` training and ``--n-test`` test images; writes the
-  pooled layer-2 spike counts, the event counts and the speed.
+  pooled layer-2 spike counts, the event counts and the speed. It saves shards of ``--shard`` images as
+  they complete and skips them when run again: a stopped run resumes where it was, with the same draws.
 * ``score``: a linear readout (the preset's: dropout 0.5, Adam, 50 epochs) trained on the spike counts
   of the ``--n-train`` training images and tested on the ``--n-test`` test images' spike counts; the rate
   twin of the same network (same kernels, ``softmax(t u)`` and max pooling, batch norms set to the same
@@ -42,7 +43,7 @@ from brian2 import ms, second
 from rate_decoder import SoftHebbNet, configure_cpu, load_dataset, load_preset, rules
 from rate_decoder.features import extract_features
 from rate_decoder.readout import train_readout
-from rate_decoder.run import write_json
+from rate_decoder.run import atomic_write, write_json
 from snn import SpikingSoftHebb, data, decoding, energy, preset, reference
 from snn.conv import LIMIT, MapLayer, SpikingConvNet
 from snn.data import MNIST_MEAN, MNIST_STD
@@ -171,7 +172,7 @@ def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
                                                 "layer1_initial": float(reference.match(w1_0, w1_r)[1].mean()),
                                                 "layer2": reference.compare(out2.weights, w2_r)["mean_cosine"],
                                                 "layer2_initial": reference.compare(w2_0, w2_r)["mean_cosine"]}
-    np.savez(out / f"kernels_s{seed}.npz", **{f"{name}_{i + 1}": w for name, ws in sets.items() for i, w in enumerate(ws)},
+    save_npz(out / f"kernels_s{seed}.npz", **{f"{name}_{i + 1}": w for name, ws in sets.items() for i, w in enumerate(ws)},
              **{f"{name}_mean": s[0] for name, s in standard.items()}, **{f"{name}_std": s[1] for name, s in standard.items()},
              **{f"{name}_twin_mean": s[0] for name, s in twin_standard.items()},
              **{f"{name}_twin_std": s[1] for name, s in twin_standard.items()})
@@ -194,28 +195,72 @@ def layer1_twin_shares(w1: np.ndarray, images: np.ndarray) -> np.ndarray:
         return block.after_norm(torch.as_tensor(images, dtype=torch.float32)).double().numpy()
 
 
+def save_npz(path: Path, **arrays) -> None:
+    """``np.savez_compressed`` written atomically (a file object, so no ``.npz`` is appended to the temporary name)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    atomic_write(path, write)
+
+
+def infer_shard(net: SpikingConvNet, path: Path, x: np.ndarray) -> None:
+    """Present standardised images and save their pooled layer-2 counts, the first map of layer 1 and the events."""
+    start = time.perf_counter()
+    res = net.present(x)
+    seconds = time.perf_counter() - start
+    names = sorted(res.events)
+    save_npz(path, pooled=res.pooled[1].astype(np.int16), map1=res.maps[0][:50].astype(np.int16),
+             event_names=np.array(names), events=np.array([res.events[k] for k in names]), seconds=seconds)
+
+
 def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
+    """Spike counts of the first ``--n-train`` training and ``--n-test`` test images, in shards of ``--shard``.
+
+    Each shard is saved as it completes and is skipped when the command is run again, so a long run can be
+    stopped and resumed; the test images come first. The shards are then joined into ``counts_s{seed}_{name}.npz``.
+    """
     path = out / f"counts_s{seed}_{name}.npz"
     if path.exists():
-        return {}
+        with np.load(path) as f:
+            if len(f["train"]) == args.n_train and len(f["test"]) == args.n_test:
+                return {}
     kernels, standard = load_set(out, seed, name)
     net = network(args, kernels, standard)
     start = time.perf_counter()
     net.build()
     compile_s = time.perf_counter() - start
-    result = {}
-    for split, n in (("train", args.n_train), ("test", args.n_test)):
-        x = (mnist.x_train if split == "train" else mnist.x_test)[:n].double().numpy() / 255.0
-        x = (x - MNIST_MEAN) / MNIST_STD
-        start = time.perf_counter()
-        res = net.present(x)
-        result[split] = res
-        result[f"{split}_images_per_s"] = n / (time.perf_counter() - start)
-    np.savez_compressed(path, train=result["train"].pooled[1].astype(np.int16), test=result["test"].pooled[1].astype(np.int16),
-                        train_map1=result["train"].maps[0][:50].astype(np.int16))
-    report = {"seed": seed, "set": name, "compile_s": compile_s, "train_images_per_s": result["train_images_per_s"],
-              "test_images_per_s": result["test_images_per_s"], "events_per_image": result["test"].events,
-              "energy_per_image_J": energy.inference_energy(result["test"].events)}
+    shards = out / f"shards_s{seed}_{name}"
+    shards.mkdir(exist_ok=True)
+    files = {}
+    for split, n in (("test", args.n_test), ("train", args.n_train)):
+        images = mnist.x_test if split == "test" else mnist.x_train
+        files[split] = []
+        for begin in range(0, n, args.shard):
+            stop = min(begin + args.shard, n)
+            shard = shards / f"{split}_{begin:05d}_{stop:05d}_t{args.t_present:g}.npz"
+            if not shard.exists():
+                net.rng = np.random.default_rng([args.seed_run, split == "train", begin])  # resumed == uninterrupted
+                x = (images[begin:stop].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
+                infer_shard(net, shard, x)
+                print(f"{name} s{seed} {split} {stop}/{n}", flush=True)
+            files[split].append(shard)
+    joined, report = {}, {"seed": seed, "set": name, "compile_s": compile_s}
+    for split, paths in files.items():
+        pooled, seconds, events, names = [], 0.0, 0.0, None
+        for shard in paths:
+            with np.load(shard) as f:
+                pooled.append(f["pooled"])
+                seconds += float(f["seconds"])
+                events = events + f["events"] * len(f["pooled"])
+                names = [str(v) for v in f["event_names"]]
+                if split == "train" and shard == paths[0]:
+                    joined["train_map1"] = f["map1"]
+        joined[split] = np.concatenate(pooled)
+        report[f"{split}_images_per_s"] = len(joined[split]) / seconds
+        if split == "test":
+            report["events_per_image"] = dict(zip(names, (events / len(joined[split])).tolist()))
+    save_npz(path, **joined)
+    report["energy_per_image_J"] = energy.inference_energy(report["events_per_image"])
     write_json(out / f"infer_s{seed}_{name}.json", report)
     print(json.dumps(report), flush=True)
     return report
@@ -234,7 +279,6 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
     path = out / "score.json"
     report = json.loads(path.read_text()) if path.exists() else {"accuracy": {}}
     epochs = args.readout_epochs
-    n_tr, n_te = args.n_train, args.n_test
     for seed in seeds:
         for name in sets:
             key = f"{name}/s{seed}"
@@ -244,6 +288,7 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
             with np.load(counts) as f:
                 f_train, f_test = pooled_shares(args, f["train"], 2), pooled_shares(args, f["test"], 2)
                 map1 = f["train_map1"]
+            n_tr, n_te = len(f_train), len(f_test)
             twin = rate_twin(*load_set(out, seed, name, twin=True))
             r = {"spikes": readout_accuracy(f_train, mnist.y_train[:n_tr], f_test, mnist.y_test[:n_te], seed, epochs)}
             tw_train = extract_features(twin, mnist.x_train, progress=False)
@@ -342,11 +387,12 @@ def main(argv=None):
     ap.add_argument("--t-present", type=float, default=80.0, help="ms per whole image")
     ap.add_argument("--settle", type=float, default=40.0, help="ms from layer 1's counting start to layer 2's")
     ap.add_argument("--chunk", type=int, default=50, help="images per compiled run")
+    ap.add_argument("--shard", type=int, default=500, help="images per saved shard of the inference (resumable)")
     ap.add_argument("--readout-epochs", type=int, default=50)
     ap.add_argument("--twin-all", action="store_true", help="score: also the rate twin on all 60k/10k images")
     ap.add_argument("--seed-run", type=int, default=0, help="seed of the spiking runs' random draws")
     args = ap.parse_args(argv)
-    for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk"):
+    for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk", "shard"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.normalisation == "homeostatic" and (args.patches1 % args.batch or args.patches2 % args.batch2):
