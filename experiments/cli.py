@@ -7,6 +7,7 @@ Examples::
     softhebb train --preset cifar10 --layers 1 --rule random
     softhebb train --preset cifar10 --out runs/c10 --resume
     softhebb eval runs/c10
+    torchrun --nproc-per-node 2 --no-python softhebb train --preset cifar10   # data-parallel, 2 processes
 
 Every option and the preset are checked into one :class:`~rate_decoder.config.RunConfig` before any
 work; a problem is one line ``softhebb: error: ...`` on stderr and exit status 2.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
+from rate_decoder import distributed
 from rate_decoder.config import (ACTIVATIONS, DEPRECATED_MODES, MODES, PRECISIONS, RULES, RunConfig, available_presets,
                                  load_preset)
 from rate_decoder.data import DataError
@@ -55,8 +58,15 @@ def cmd_train(args) -> int:
     config = build_config(args)
     name = f"{config.preset.name}_{config.rule}_{config.mode}_s{config.seed}"
     out = Path(args.out) if args.out else Path("runs") / (name + (f"_{config.synapse}" if config.synapse else ""))
-    print(f"run directory: {out}", file=sys.stderr)
-    metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for the run
+    if main_rank:
+        print(f"run directory: {out}", file=sys.stderr)
+    try:
+        metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    finally:
+        distributed.shutdown()
+    if not main_rank:
+        return 0
     t = metrics["timings_s"]
     print(json.dumps({"preset": config.preset.name, "rule": config.rule, "mode": config.mode, "seed": config.seed,
                       "test_acc": round(metrics["test_acc"], 4), "wall_s": round(t["this_invocation_s"], 1),

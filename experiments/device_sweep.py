@@ -57,7 +57,7 @@ def evaluate_synapse(spec, preset, data, args) -> dict:
         normalize = preset.normalize
         train_f = data.x_train
 
-        def feature_fn(images):
+        def feature_fn(images, rows=None):
             with torch.no_grad():
                 for block, dev in zip(net.blocks, devices):
                     block.conv.weight.copy_(dev.read())

@@ -21,7 +21,8 @@ _RESIZED_CROP_TRIES = 10
 
 
 def augment(x: Tensor, kind: str, pad: int = 4, scale: tuple[float, float] = RESIZED_CROP_SCALE,
-            ratio: tuple[float, float] = RESIZED_CROP_RATIO, generator: torch.Generator | None = None) -> Tensor:
+            ratio: tuple[float, float] = RESIZED_CROP_RATIO, generator: torch.Generator | None = None,
+            rows: tuple[int, int] | None = None) -> Tensor:
     """Augmentation of a float batch ``(B, C, H, W)`` (readout, or ImageNet's unsupervised epoch); same shape out.
 
     ``"crop_flip"`` (STL-10's ``RandomCrop(96, pad 4, reflect)`` + flip, docs/algorithm.md §5): each image is
@@ -39,17 +40,27 @@ def augment(x: Tensor, kind: str, pad: int = 4, scale: tuple[float, float] = RES
 
     Draws come from ``generator`` (a CPU one), else torch's global generator (on the CPU, whatever
     ``x``'s device), so a seeded epoch is reproducible. ``"none"`` returns ``x``.
+
+    ``rows = (start, total)``: ``x`` is rows ``start:start + B`` of a batch of ``total`` images, and gets
+    the draws those rows would get if the whole batch were augmented (a data-parallel rank's shard).
     """
     if kind == "none":
         return x
-    if kind == "resized_crop_flip":
-        return resized_crop(x, *resized_crop_params(x.shape[0], x.shape[-2], x.shape[-1], scale, ratio, generator))
-    if kind != "crop_flip":
+    if kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {kind!r}; choose one of {AUGMENTATIONS}")
     B, _, H, W = x.shape
+    start, total = rows if rows is not None else (0, B)
+    if not (0 <= start and start + B <= total):
+        raise ValueError(f"rows {rows} do not hold a shard of {B} images")
+    if B == 0:
+        return x
+    keep = slice(start, start + B)
+    if kind == "resized_crop_flip":
+        params = resized_crop_params(total, H, W, scale, ratio, generator)
+        return resized_crop(x, *(t[keep] for t in params))
     padded = F.pad(x, (pad,) * 4, mode="reflect")
-    offsets = torch.randint(0, 2 * pad + 1, (B, 2), generator=generator).tolist()
-    flips = (torch.rand(B, generator=generator) < 0.5).view(B, 1, 1, 1).to(x.device)
+    offsets = torch.randint(0, 2 * pad + 1, (total, 2), generator=generator)[keep].tolist()
+    flips = (torch.rand(total, generator=generator)[keep] < 0.5).view(B, 1, 1, 1).to(x.device)
     crops = torch.stack([padded[b, :, i:i + H, j:j + W] for b, (i, j) in enumerate(offsets)])
     return torch.where(flips, crops.flip(-1), crops)
 

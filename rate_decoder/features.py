@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import Images, iter_batches, to_float
+from .distributed import Distributed
 from .network import SoftHebbNet
 
 
@@ -74,7 +75,8 @@ def _feature_buffer(n: int, n_features: int, dtype: torch.dtype, memory_budget: 
 @torch.no_grad()
 def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = None, device=None,
                      dtype=torch.float16, progress: bool = True, desc: str = "features",
-                     memory_budget: int | None = None, cache_dir: str | os.PathLike | None = None) -> Tensor:
+                     memory_budget: int | None = None, cache_dir: str | os.PathLike | None = None,
+                     rows: range | None = None) -> Tensor:
     """Flattened features (C, H, W order) of all images, every block in eval mode, stored on the CPU.
 
     ``batch_size`` defaults to 50 on CPU (the activations stay in cache: 200 images/s on the
@@ -87,17 +89,20 @@ def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = 
     memory-mapped file in ``cache_dir`` (default: the temporary directory, which may be RAM-backed:
     a run passes its own directory), see :func:`_feature_buffer`; it indexes like the RAM tensor and
     holds the same values.
+
+    ``rows`` (a ``range`` of step 1): only those images' features, in that order.
     """
     net.check_input(images)
+    rows = range(len(images)) if rows is None else rows
     if batch_size is None:
         batch_size = 500 if torch.device(device or "cpu").type == "cuda" else 50
     was_training = net.training
     net.eval()
     normalize = net.preset.normalize
     n_features = int(np.prod(net.feature_shape))
-    out = _feature_buffer(len(images), n_features, dtype, memory_budget, cache_dir)
-    starts = range(0, len(images), batch_size)
-    batches = iter_batches(images, (slice(i, i + batch_size) for i in starts))
+    out = _feature_buffer(len(rows), n_features, dtype, memory_budget, cache_dir)
+    starts = range(0, len(rows), batch_size)
+    batches = iter_batches(images, (slice(rows.start + i, rows.start + min(i + batch_size, len(rows))) for i in starts))
     for i, x in zip(tqdm(starts, desc=desc, disable=not progress, mininterval=2.0, unit="batch"), batches):
         f = net.features(to_float(x, device, normalize)).flatten(1)
         if not torch.isfinite(f).all():
@@ -107,7 +112,37 @@ def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = 
             batches.close()
             del out  # release the fp16 buffer (or its file) before the fp32 one is allocated
             return extract_features(net, images, batch_size, device, torch.float32, progress, desc, memory_budget,
-                                    cache_dir)
+                                    cache_dir, rows)
         out[i:i + batch_size] = f.to("cpu", dtype)
     net.train(was_training)
+    return out
+
+
+def extract_features_sharded(net: SoftHebbNet, images: Images, ctx: Distributed, device=None, progress: bool = True,
+                             desc: str = "features", cache_dir: str | os.PathLike | None = None,
+                             chunk_bytes: int = 64 * 2**20) -> Tensor:
+    """:func:`extract_features` of all ``images`` with each rank computing one contiguous part; every rank gets all.
+
+    The parts are those of :meth:`~rate_decoder.distributed.Distributed.shard` over the image indices
+    (the work of ``DistributedSampler`` without padding or shuffling, so no image is computed twice).
+    Each part is broadcast from its rank in chunks of ``chunk_bytes`` straight into the full buffer
+    (RAM or a memory-mapped file, as :func:`extract_features` chooses), so no rank ever holds a second
+    copy. If any rank's part needed fp32, all switch to fp32. A single process calls
+    :func:`extract_features`.
+    """
+    if not ctx.active:
+        return extract_features(net, images, device=device, progress=progress, desc=desc, cache_dir=cache_dir)
+    parts = [range(int(p[0]), int(p[-1]) + 1) if len(p) else range(0) for p in np.array_split(np.arange(len(images)),
+                                                                                                ctx.world)]
+    mine = extract_features(net, images, device=device, progress=progress, desc=desc, cache_dir=cache_dir,
+                            rows=parts[ctx.rank])
+    wide = ctx.all_reduce_sum(torch.tensor([int(mine.dtype == torch.float32)]))
+    dtype = torch.float32 if int(wide) else torch.float16
+    out = _feature_buffer(len(images), mine.shape[1], dtype, None, cache_dir)
+    out[parts[ctx.rank].start:parts[ctx.rank].stop] = mine.to(dtype)
+    del mine
+    step = max(1, chunk_bytes // max(1, out.shape[1] * out.element_size()))
+    for source, part in enumerate(parts):
+        for i in range(part.start, part.stop, step):  # as bytes: gloo has no 16-bit integer type
+            ctx.broadcast(out[i:min(i + step, part.stop)].view(torch.uint8), source)
     return out

@@ -39,6 +39,10 @@ def _real(name: str, value, minimum: float, strict: bool) -> float:
     return float(value)
 
 
+def _reduced(delta: Tensor, reduce) -> Tensor:
+    return delta if reduce is None else reduce(delta)
+
+
 def _bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -118,9 +122,13 @@ class _Plastic(nn.Module):
             self.weight.copy_(self.synapse.program(dw))
 
     @torch.no_grad()
-    def hebbian_step(self, x: Tensor) -> Tensor:
-        """Apply one unsupervised update from the batch ``x``; returns ``u`` computed with the pre-step weights."""
-        u, dw = self.compute_update(x)
+    def hebbian_step(self, x: Tensor, reduce=None) -> Tensor:
+        """Apply one unsupervised update from the batch ``x``; returns ``u`` computed with the pre-step weights.
+
+        ``reduce``: applied to the raw update before its normalisation (:func:`rules.plastic_update`), the
+        sum over the ranks in a data-parallel run.
+        """
+        u, dw = self.compute_update(x, reduce)
         self.apply_update(dw)
         return u
 
@@ -212,18 +220,19 @@ class SoftHebbConv2d(_Plastic):
         return triangle(u, 1.0) if self.pre_triangle else u
 
     @torch.no_grad()
-    def compute_update(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(u, dW)`` for the batch ``x`` without applying it (for simultaneous training)."""
+    def compute_update(self, x: Tensor, reduce=None) -> tuple[Tensor, Tensor]:
+        """``(u, dW)`` for the batch ``x`` without applying it (``reduce``: :meth:`hebbian_step`)."""
         xp, w = self.pad(x), self.weight.detach()
 
         def raw_update():  # D at the weights' precision, for a normalisation that calibrates on it
             u = rules.conv_forward(xp, w)
             u = triangle(u, 1.0) if self.pre_triangle else u
-            return rules.conv_update(xp, u, rules.signed_post(u, self.inverse_temperature, self.rule), w)
+            return _reduced(rules.conv_update(xp, u, rules.signed_post(u, self.inverse_temperature, self.rule), w),
+                            reduce)
 
         self.normaliser.calibrate(raw_update)
         return rules.conv_step(xp, w, self.inverse_temperature, self.lr, self.lr_power, self.rule, self.normaliser,
-                               self._transform(), self.compute_dtype)
+                               self._transform(), self.compute_dtype, reduce)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " + self._extra()
@@ -285,17 +294,19 @@ class SoftHebbLinear(_Plastic):
         return x @ self.weight.T
 
     @torch.no_grad()
-    def compute_update(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(u, dW)`` for the batch ``x`` without applying it."""
+    def compute_update(self, x: Tensor, reduce=None) -> tuple[Tensor, Tensor]:
+        """``(u, dW)`` for the batch ``x`` without applying it (``reduce``: :meth:`hebbian_step`)."""
         _check_input(x, 2, self.in_features, "SoftHebbLinear")
         w = self.weight.detach()
 
         def raw_update():  # D of the batch, for a normalisation that calibrates on it
             u = x @ w.T
-            return rules.linear_update(x, u, rules.signed_post(u, self.inverse_temperature, self.rule, dim=-1), w)
+            return _reduced(rules.linear_update(x, u, rules.signed_post(u, self.inverse_temperature, self.rule,
+                                                                        dim=-1), w), reduce)
 
         self.normaliser.calibrate(raw_update)
-        return rules.linear_step(x, w, self.inverse_temperature, self.lr, self.lr_power, self.rule, self.normaliser)
+        return rules.linear_step(x, w, self.inverse_temperature, self.lr, self.lr_power, self.rule, self.normaliser,
+                                 reduce)
 
     def extra_repr(self) -> str:
         s = f"{self.in_features}, {self.out_features}, " + self._extra()

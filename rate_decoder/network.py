@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from .activations import make_activation
 from .config import PRECISIONS, RULES, LayerSpec, Preset, parse_pool
 from .data import Images, check_images
+from .distributed import SINGLE, Distributed, batch_norm_train
 from . import rules
 from .layers import SoftHebbConv2d
 
@@ -65,9 +66,16 @@ class Block(nn.Module):
         return self._pool(self.activation(self.conv(x)))
 
     @torch.no_grad()
-    def learn(self, x: Tensor) -> Tensor:
-        """One unsupervised step on ``x``; returns the block's output computed with the pre-step weights."""
-        return self._pool(self.activation(self.conv.hebbian_step(self.bn(x))))
+    def learn(self, x: Tensor, ctx: Distributed = SINGLE) -> Tensor:
+        """One unsupervised step on ``x``; returns the block's output computed with the pre-step weights.
+
+        In a data-parallel run (``ctx.active``) ``x`` is this rank's shard of the batch: the batch norm's
+        statistics and the raw update are summed over the ranks (:mod:`rate_decoder.distributed`).
+        """
+        if not ctx.active:
+            return self._pool(self.activation(self.conv.hebbian_step(self.bn(x))))
+        x = batch_norm_train(self.bn, x, ctx) if self.bn.training else self.bn(x)
+        return self._pool(self.activation(self.conv.hebbian_step(x, reduce=ctx.all_reduce_sum)))
 
     def _pool(self, a: Tensor) -> Tensor:
         """Pooling through a channels-last copy on CPU, result back in the default layout.

@@ -23,10 +23,12 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,7 +37,9 @@ from .augment import augment
 from .backprop import train_backprop
 from .config import ConfigError, RunConfig
 from .data import Dataset, check_dataset, load_dataset, to_float
-from .features import extract_features
+from . import distributed
+from .distributed import SINGLE, Distributed
+from .features import extract_features, extract_features_sharded
 from .network import SoftHebbNet, configure_cpu
 from .readout import accuracy, train_readout
 from .unsupervised import fit_batch_norms, train_unsupervised
@@ -210,39 +214,45 @@ def load_data(config: RunConfig, data_dir=None, n_test: int | None = None, train
 
 
 class _Session:
-    """The network of a run, its progress record (with timings) and readout optimiser state, and its checkpoint."""
+    """The network of a run, its progress record (with timings) and readout optimiser state, and its checkpoint.
+
+    In a data-parallel run every rank holds the same session and rank 0 alone writes the checkpoint.
+    """
 
     def __init__(self, path: Path, net: SoftHebbNet, config: RunConfig, progress: dict,
-                 optimizer_state: dict | None = None):
+                 optimizer_state: dict | None = None, ctx: Distributed = SINGLE):
         self.path, self.net, self.config, self.progress = path, net, config, progress
-        self.optimizer_state = optimizer_state
+        self.optimizer_state, self.ctx = optimizer_state, ctx
         self.timings = progress.setdefault("timings", {})
 
     def save(self, optimizer_state: dict | None = None, **update) -> None:
         self.progress.update(update)
-        save_checkpoint(self.path, self.net, self.config, self.progress, optimizer_state)
+        if self.ctx.is_main:
+            save_checkpoint(self.path, self.net, self.config, self.progress, optimizer_state)
 
     def timed(self, name: str, start: float, accumulate: bool = True) -> None:
         elapsed = time.perf_counter() - start
         self.timings[name] = (self.timings.get(name, 0.0) if accumulate else 0.0) + elapsed
 
 
-def _resume(out: Path, config: RunConfig, device) -> _Session:
+def _resume(out: Path, config: RunConfig, device, ctx: Distributed) -> _Session:
     """The interrupted run in ``out``, which must have been started with the same config."""
     net, saved, progress, optimizer_state = load_checkpoint(out / "checkpoint.pt", device)
     changed = differences(saved, config)
     if changed:
         raise CheckpointError(f"--resume: options differ from the interrupted run in {changed}")
-    return _Session(out / "checkpoint.pt", net, config, progress, optimizer_state)
+    return _Session(out / "checkpoint.pt", net, config, progress, optimizer_state, ctx)
 
 
-def _start(out: Path, config: RunConfig, device) -> _Session:
-    """A new run directory holding ``config.json``, and the network initialised from the seed."""
+def _start(out: Path, config: RunConfig, device, ctx: Distributed) -> _Session:
+    """A new run directory holding ``config.json`` (rank 0 writes it), and the network initialised from the seed."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.to_dict())
+    if ctx.is_main:
+        write_json(out / "config.json", config.to_dict())
     torch.manual_seed(config.seed)
     net = build_network(config, device)
-    return _Session(out / "checkpoint.pt", net, config, {"blocks_done": 0, "readout_epoch": 0, "history": []})
+    return _Session(out / "checkpoint.pt", net, config, {"blocks_done": 0, "readout_epoch": 0, "history": []},
+                    ctx=ctx)
 
 
 def _unsupervised_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
@@ -255,7 +265,8 @@ def _unsupervised_phase(s: _Session, data: Dataset, device, progress: bool) -> N
     if s.progress["blocks_done"] >= len(s.net.blocks):
         return
     t, u = time.perf_counter(), s.config.preset.unsupervised
-    epoch = fit_batch_norms if s.config.rule == "random" else train_unsupervised
+    # the random-weight baseline's pass fits batch norms only: every rank makes all of it (no sharding)
+    epoch = fit_batch_norms if s.config.rule == "random" else partial(train_unsupervised, ctx=s.ctx)
     epoch(s.net, data.unsupervised_images(u.split), s.config.mode, u.batch_size, s.config.seed, device,
           start_block=s.progress["blocks_done"], on_block_done=lambda i: s.save(blocks_done=i + 1),
           progress=progress, augmentation=u.augment, augment_pad=u.augment_pad)
@@ -266,7 +277,9 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
     """Features of the frozen network, then the linear readout, from the last finished epoch.
 
     Without augmentation the training features are computed once; with it, each batch's features
-    are recomputed from augmented images.
+    are recomputed from augmented images. Data-parallel: each rank computes a part of the features and
+    every rank receives all (:func:`~rate_decoder.features.extract_features_sharded`); the readout runs
+    under DDP (:func:`~rate_decoder.readout.train_readout`).
     """
     epochs, readout = s.config.n_readout_epochs, s.config.preset.readout
     if s.progress["readout_epoch"] >= epochs:
@@ -274,18 +287,18 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
     t, net = time.perf_counter(), s.net
     feature_fn = None
     if readout.augment == "none":
-        train_f = extract_features(net, data.x_train, device=device, progress=progress, desc="train features",
-                                   cache_dir=s.path.parent)
+        train_f = extract_features_sharded(net, data.x_train, s.ctx, device=device, progress=progress,
+                                           desc="train features", cache_dir=s.path.parent)
     else:
         train_f, normalize = data.x_train, s.config.preset.normalize
 
-        def feature_fn(images):
+        def feature_fn(images, rows=None):
             with torch.no_grad():
-                x = augment(to_float(images, device, normalize), readout.augment, readout.augment_pad)
+                x = augment(to_float(images, device, normalize), readout.augment, readout.augment_pad, rows=rows)
                 return net.features(x).flatten(1)
     net.eval()
-    test_f = extract_features(net, data.x_test, device=device, progress=progress, desc="test features",
-                              cache_dir=s.path.parent)
+    test_f = extract_features_sharded(net, data.x_test, s.ctx, device=device, progress=progress, desc="test features",
+                                      cache_dir=s.path.parent)
     s.timed("features_s", t, accumulate=False)
     t = time.perf_counter()
 
@@ -295,7 +308,7 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
 
     train_readout(net, train_f, data.y_train, test_f, data.y_test, epochs, readout.batch_size, readout.lr, seed=0,
                   device=device, start_epoch=s.progress["readout_epoch"], optimizer_state=s.optimizer_state,
-                  on_epoch=on_epoch, progress=progress, feature_fn=feature_fn)
+                  on_epoch=on_epoch, progress=progress, feature_fn=feature_fn, ctx=s.ctx)
     s.timed("readout_s", t)
 
 
@@ -309,7 +322,7 @@ def _backprop_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
 
 
 def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = False, device=None,
-        progress: bool = True, synapse_factory=None) -> dict:
+        progress: bool = True, synapse_factory=None, ctx: Distributed | None = None) -> dict:
     """Train and evaluate one configuration; returns the metrics written to ``metrics.json``.
 
     ``config`` is a :class:`RunConfig`, or its plain data (``to_dict``, ``config.json``).
@@ -320,6 +333,11 @@ def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = 
     directory and network; then the unsupervised epoch, features and readout (or the backprop
     baseline); then the metrics.
 
+    Launched by ``torchrun`` (``ctx``: default :func:`~rate_decoder.distributed.from_environment`), the
+    run is data-parallel: every rank makes the same checks, trains its shard of every batch
+    (:mod:`rate_decoder.distributed`) and computes its part of the features; rank 0 alone writes the
+    run directory. ``resume=True`` with no checkpoint yet starts the run, with a notice.
+
     Example::
 
         metrics = run(RunConfig(load_preset("digits"), readout_epochs=5), "runs/digits", progress=False)
@@ -327,20 +345,31 @@ def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = 
     # checks: nothing is written before all of them pass
     config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     device = resolve_device(device)
+    ctx = distributed.from_environment(device) if ctx is None else ctx
+    if ctx.active and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    if ctx.active and config.rule == "backprop":
+        raise ConfigError(["the backprop baseline trains in one process: launch it without torchrun"], "rule")
+    progress = progress and ctx.is_main
     if device.type == "cpu":
         configure_cpu()
     t_start = time.perf_counter()
     synapses = make_synapses(config, synapse_factory)
     out = Path(out_dir)
-    if resume:
-        session = _resume(out, config, device)
+    if resume and not (out / "checkpoint.pt").exists():
+        if ctx.is_main:
+            print(f"softhebb: note: --resume: no checkpoint in {out} yet, starting the run", file=sys.stderr)
+        resume = False
+    elif resume:
+        session = _resume(out, config, device, ctx)
     elif (out / "checkpoint.pt").exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     data = load_data(config)
+    ctx.barrier()  # every rank has passed the checks before rank 0 writes anything
 
     # the run directory and the network
     if not resume:
-        session = _start(out, config, device)
+        session = _start(out, config, device, ctx)
     if synapses is not None:
         for block, synapse in zip(session.net.blocks, synapses, strict=True):
             block.conv.attach_synapse(synapse)
@@ -352,15 +381,18 @@ def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = 
         if config.has_unsupervised_phase:
             _unsupervised_phase(session, data, device, progress)
         _readout_phase(session, data, device, progress)
-        save_kernels_png(session.net, out / "kernels.png")
+        if ctx.is_main:
+            save_kernels_png(session.net, out / "kernels.png")
 
     # metrics
     history = session.progress["history"]
     session.timings["this_invocation_s"] = time.perf_counter() - t_start
     metrics = {"test_acc": history[-1]["test_acc"], "history": history, "timings_s": session.timings,
                "peak_memory_gib": peak_memory_gib(), "n_train": len(data.x_train), "n_test": len(data.x_test),
-               "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    write_json(out / "metrics.json", metrics)
+               "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "processes": ctx.world}
+    if ctx.is_main:
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -6,6 +6,7 @@ per block -- is one argument away.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from .augment import AUGMENTATIONS, augment
 from .config import MODES, canonical_mode
 from .data import Images, iter_batches, to_float
+from .distributed import SINGLE, Distributed, shard_rows
 from .network import Block, SoftHebbNet
 
 #: ``step(block, x) -> y``: the work of one block on one float batch, returning the block's output
@@ -66,7 +68,7 @@ def _epoch_plan(net: SoftHebbNet, images: Images, mode: str, batch_size: int, se
 def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
                        device=None, start_block: int = 0, on_block_done: Callable[[int], None] | None = None,
                        progress: bool = True, augmentation: str = "none", augment_pad: int = 4,
-                       step: BlockStep = learn_step) -> None:
+                       step: BlockStep = learn_step, ctx: Distributed = SINGLE) -> None:
     """One unsupervised epoch per block (greedy) or one epoch for all blocks at once (consecutive).
 
     Greedy: block ``l`` steps while blocks ``< l`` are frozen and in eval mode; only blocks up to
@@ -85,27 +87,46 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
     (``seed_init_fn``) at every loader construction, once per layer, and the loader's workers take
     their seeds, hence their crops, from it (docs/algorithm.md §5: the same batch order for every layer).
     ``"none"`` adds nothing to the loop.
+
+    Data-parallel (``ctx.active``, :mod:`rate_decoder.distributed`): ``batch_size`` is the global batch;
+    each rank takes its shard of every batch (:meth:`~rate_decoder.distributed.Distributed.shard`, with
+    that shard's augmentation draws), the learning block sums its batch-norm statistics and raw update
+    over the ranks, and every ``ctx.check_every`` steps the ranks compare their weights' checksums
+    (:class:`~rate_decoder.distributed.RankDivergence` if they differ). Only the Hebbian step runs so.
     """
     batches, stages = _epoch_plan(net, images, mode, batch_size, seed, start_block, augmentation)
+    if ctx.active:
+        if step is not learn_step:
+            raise ValueError("a data-parallel unsupervised epoch runs the Hebbian step (learn_step) only")
+        step = partial(_learn_shard, ctx=ctx)
     normalize = net.preset.normalize
     for stage in stages:
         net.set_learning_block("all" if stage is None else stage)
         label = "unsupervised (all layers)" if stage is None else f"unsupervised layer {stage + 1}/{len(net.blocks)}"
+        learning = net.blocks if stage is None else [net.blocks[stage]]
         with torch.no_grad():
-            batch_images = iter_batches(images, (torch.from_numpy(idx) for idx in batches))
+            batch_images = iter_batches(images, (torch.from_numpy(ctx.shard(idx)) for idx in batches))
             for k, x in enumerate(tqdm(batch_images, desc=label, disable=not progress, mininterval=2.0, unit="batch",
                                        total=len(batches))):
                 x = to_float(x, device, normalize)
                 if augmentation != "none":
-                    x = augment(x, augmentation, augment_pad, generator=unsupervised_augment_generator(seed, k))
+                    x = augment(x, augmentation, augment_pad, generator=unsupervised_augment_generator(seed, k),
+                                rows=shard_rows(ctx, len(batches[k])))
                 if stage is None:
                     for block in net.blocks:
                         x = step(block, x)
                 else:
                     step(net.blocks[stage], net.features(x, upto=stage))
+                if ctx.active and ((k + 1) % ctx.check_every == 0 or k + 1 == len(batches)):
+                    ctx.check_identical([block.conv.weight for block in learning], k + 1)
         net.set_learning_block(None)
         if on_block_done is not None:
             on_block_done(len(net.blocks) - 1 if stage is None else stage)
+
+
+def _learn_shard(block: Block, x: Tensor, ctx: Distributed) -> Tensor:
+    return block.learn(x, ctx)
+
 
 
 def forward_step(block: Block, x: Tensor) -> Tensor:

@@ -114,8 +114,10 @@ def test_corrupt_checkpoint_under_resume(tmp_path, capsys):
     assert "weights_only" not in message and "Weights only" not in message  # torch's unpickling advice
     ckpt.write_bytes(b"not a checkpoint at all")
     assert f"checkpoint {ckpt} is corrupt" in error_of(argv + ["--resume"], capsys)
-    ckpt.unlink()
-    assert f"no checkpoint at {ckpt}" in error_of(argv + ["--resume"], capsys)
+    ckpt.unlink()  # nothing saved yet: --resume starts the run, with a one-line notice
+    assert cli(argv + ["--resume"]) == 0
+    assert f"--resume: no checkpoint in {out} yet, starting the run" in capsys.readouterr().err
+    assert ckpt.exists()
 
 
 def test_resume_names_the_changed_options(tmp_path, capsys):

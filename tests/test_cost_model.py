@@ -1,0 +1,48 @@
+"""The data-parallel cost model's arithmetic, against hand counts on the ImageNet preset."""
+import math
+
+import pytest
+
+from rate_decoder import cost_model, load_preset
+
+
+@pytest.fixture(scope="module")
+def imagenet():
+    return load_preset("imagenet")
+
+
+def test_geometry_and_counts_by_hand(imagenet):
+    geometry = cost_model.layer_geometry(imagenet)
+    assert [g["H"] for g in geometry] == [160, 80, 40, 20, 10]  # each max_4_2_1 halves the map
+    assert [g["C"] for g in geometry] == [3, 48, 192, 768, 3072]
+    # block 1 at 10 images: its convolution and its update, 2 x (2 x 10 x 160^2 x 48 x 3 x 25) FLOPs
+    assert cost_model.step_flops(imagenet, 0, 10) == 2 * 2 * 10 * 160 ** 2 * 48 * 3 * 25
+    # block 2 adds the frozen block 1's forward pass once
+    assert cost_model.step_flops(imagenet, 1, 10) == 2 * 10 * 160 ** 2 * 48 * 75 + 2 * 2 * 10 * 80 ** 2 * 192 * 48 * 9
+    # block 5's D (12288 x 3072 x 9) and its batch-norm sums (2 x 3072 + 1), float32
+    assert cost_model.all_reduced_bytes(imagenet, 4) == 4 * (12288 * 3072 * 9 + 2 * 3072 + 1)
+
+
+def test_ring_all_reduce_time():
+    link = cost_model.Interconnect(intra_node=400e9, inter_node=50e9, gpus_per_node=8, hop_latency_s=1e-5)
+    assert cost_model.ring_all_reduce_seconds(1e9, 1, link) == 0.0
+    assert math.isclose(cost_model.ring_all_reduce_seconds(1e9, 2, link), 1e9 / 400e9 + 2e-5)
+    assert math.isclose(cost_model.ring_all_reduce_seconds(1e9, 16, link), 2 * 15 / 16 * 1e9 / 50e9 + 30 * 1e-5)
+
+
+def test_epoch_table(imagenet):
+    link = cost_model.Interconnect(hop_latency_s=0.0)
+    rows = cost_model.epoch_table(imagenet, [1, 2, 16], 1000, global_batch=10, flops_per_s=1e12, efficiency=0.5,
+                                  link=link)
+    assert [r["world"] for r in rows] == [1, 2]  # 16 ranks cannot share a batch of 10
+    one, two = rows
+    flops = sum(cost_model.step_flops(imagenet, b, 10) for b in range(5))
+    assert math.isclose(one["epoch_s"], 100 * flops / 0.5e12)
+    comm = sum(cost_model.all_reduced_bytes(imagenet, b) for b in range(5)) / cost_model.NVLINK_BYTES_PER_S
+    assert math.isclose(two["epoch_s"], 100 * (sum(cost_model.step_flops(imagenet, b, 5) for b in range(5)) / 0.5e12
+                                               + comm))
+    grown = cost_model.epoch_table(imagenet, [4], 1000, per_rank_batch=10, link=link)[0]
+    assert grown["batch"] == 40 and grown["steps"] == 25
+    assert cost_model.communication_bound_from([{"world": 2, "comm_share": 0.4}, {"world": 4, "comm_share": 0.6}]) == 4
+    with pytest.raises(ValueError, match="exactly one"):
+        cost_model.epoch_table(imagenet, [1], 10)
