@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from rate_decoder import distributed
-from rate_decoder.config import (ACTIVATIONS, DEPRECATED_MODES, MODES, PRECISIONS, RULES, RunConfig, available_presets,
-                                 load_preset)
+from rate_decoder.config import (ACTIVATIONS, DEPRECATED_MODES, LR_SCALINGS, MODES, PRECISIONS, RULES, RunConfig,
+                                 available_presets, load_preset, with_unsupervised_batch)
 from rate_decoder.data import DataError
 from rate_decoder.features import FeatureCacheError
 from rate_decoder.rules import NORMALISATIONS
@@ -48,6 +48,8 @@ def build_config(args) -> RunConfig:
         preset = dataclasses.replace(preset, name=f"{preset.name}-{args.activation}",
                                      layers=tuple(dataclasses.replace(layer, activation=args.activation)
                                                   for layer in preset.layers))
+    if args.unsupervised_batch is not None:
+        preset = with_unsupervised_batch(preset, args.unsupervised_batch, args.lr_scaling)
     return RunConfig(preset, rule=args.rule, mode=mode,
                      seed=args.seed, normalisation=args.normalisation, precision=args.precision, n_train=args.n_train,
                      n_test=args.n_test, readout_epochs=args.readout_epochs, data_dir=args.data_dir,
@@ -112,6 +114,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--gain-tau", type=float, nargs="+", metavar="TAU",
                    help="time constant in batches of a running gain (homeostatic, modulated, peak): one value, or "
                         "one per layer (default: the preset's, 100)")
+    t.add_argument("--unsupervised-batch", type=int, metavar="B",
+                   help="the unsupervised epoch's (global) batch, the Hebbian rates scaled by --lr-scaling")
+    t.add_argument("--lr-scaling", choices=LR_SCALINGS, default="linear",
+                   help="rates x B/B0 (linear: an epoch moves the weights as far), x sqrt(B/B0), or unchanged")
     t.add_argument("--activation", choices=ACTIVATIONS,
                    help="every block's activation (default: the preset's); softmax is the spiking network's")
     t.add_argument("--precision", choices=PRECISIONS, default="fp32",

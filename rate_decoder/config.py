@@ -343,3 +343,31 @@ def load_preset(name_or_path: str, layers: int | None = None, width_factor: floa
                        for layer in preset.layers)
         preset = dataclasses.replace(preset, layers=scaled, width_factor=float(width_factor))
     return preset
+
+
+#: how :func:`with_unsupervised_batch` scales the Hebbian learning rates with the batch
+LR_SCALINGS = ("linear", "sqrt", "none")
+
+
+def with_unsupervised_batch(preset: Preset, batch_size: int, lr_scaling: str = "linear") -> Preset:
+    """The preset with another unsupervised batch ``B`` and every Hebbian rate scaled for it.
+
+    A step moves each neuron by ``eta_k D_k / max|D|``, at most ``eta_k`` per weight whatever the batch
+    (docs/algorithm.md §2.5): a batch ``m = B / B_0`` times the preset's makes ``m`` times fewer steps of
+    the same size. ``"linear"`` multiplies the rates by ``m``, so that an epoch moves the weights as far
+    as the preset's does (the proposal for data parallelism, whose batch grows with the ranks);
+    ``"sqrt"`` by ``sqrt(m)``; ``"none"`` keeps them. The name gains ``-b<B>`` (and the scaling unless
+    linear).
+    """
+    if not is_int(batch_size) or batch_size < 1:
+        raise ConfigError([f"the unsupervised batch must be a positive integer, got {batch_size!r}"], "batch_size")
+    if lr_scaling not in LR_SCALINGS:
+        raise ConfigError([f"unknown learning-rate scaling {lr_scaling!r}; choose one of {LR_SCALINGS}"],
+                          "lr_scaling")
+    m = batch_size / preset.unsupervised.batch_size
+    factor = {"linear": m, "sqrt": m ** 0.5, "none": 1.0}[lr_scaling]
+    suffix = f"-b{batch_size}" + ("" if lr_scaling == "linear" else f"-{lr_scaling}")
+    return dataclasses.replace(
+        preset, name=preset.name + suffix,
+        unsupervised=dataclasses.replace(preset.unsupervised, batch_size=batch_size),
+        layers=tuple(dataclasses.replace(layer, lr=layer.lr * factor) for layer in preset.layers))
