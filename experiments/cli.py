@@ -57,6 +57,8 @@ def build_config(args) -> RunConfig:
 
 
 def cmd_train(args) -> int:
+    if not 0 <= args.checkpoint_minutes < float("inf"):
+        raise ValueError(f"--checkpoint-minutes must be a number >= 0, got {args.checkpoint_minutes}")
     config = build_config(args)
     name = f"{config.preset.name}_{config.rule}_{config.mode}_s{config.seed}"
     out = Path(args.out) if args.out else Path("runs") / (name + (f"_{config.synapse}" if config.synapse else ""))
@@ -64,7 +66,8 @@ def cmd_train(args) -> int:
     if main_rank:
         print(f"run directory: {out}", file=sys.stderr)
     try:
-        metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet)
+        metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet,
+                      checkpoint_every_s=60 * args.checkpoint_minutes)
     finally:
         distributed.shutdown()
     if not main_rank:
@@ -128,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     t.add_argument("--out", help="run directory (default runs/<preset>_<rule>_<mode>_s<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="checkpoint inside the unsupervised epoch this often (default 5)")
     t.add_argument("--data-dir", help="dataset directory (default: $SOFTHEBB_DATA)")
     t.add_argument("--download", action="store_true", help="fetch the dataset with torchvision into --data-dir")
     t.add_argument("--n-train", type=int,

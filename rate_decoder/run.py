@@ -9,9 +9,9 @@ Run directory::
 
 :func:`run` checks everything first -- the config (valid by construction), the device, the synapse
 models, an interrupted run to resume, the dataset against the preset -- and only then makes the
-directory and trains, phase by phase. A checkpoint is written after every unsupervised block and
-every readout epoch; ``resume=True`` continues from the last one and reproduces the uninterrupted
-run. Files are written to a temporary name and renamed, so an interrupted write never leaves a
+directory and trains, phase by phase. A checkpoint is written after every unsupervised block, every
+few minutes inside one, and after every readout epoch; ``resume=True`` continues from the last one
+and reproduces the uninterrupted run. Files are written to a temporary name and renamed, so an interrupted write never leaves a
 half-written checkpoint or metrics file behind.
 
 A feature cache too large for RAM (:func:`~rate_decoder.features.extract_features`) is a memory-mapped
@@ -217,34 +217,59 @@ class _Session:
     """The network of a run, its progress record (with timings) and readout optimiser state, and its checkpoint.
 
     In a data-parallel run every rank holds the same session and rank 0 alone writes the checkpoint.
+    A running phase clock (:meth:`start_clock`) is folded into the timings at every save, so the time
+    a resumed run reports includes the interrupted invocations' work up to their last checkpoint.
     """
 
     def __init__(self, path: Path, net: SoftHebbNet, config: RunConfig, progress: dict,
-                 optimizer_state: dict | None = None, ctx: Distributed = SINGLE):
+                 optimizer_state: dict | None = None, ctx: Distributed = SINGLE, checkpoint_every_s: float = 300.0):
         self.path, self.net, self.config, self.progress = path, net, config, progress
-        self.optimizer_state, self.ctx = optimizer_state, ctx
+        self.optimizer_state, self.ctx, self.checkpoint_every_s = optimizer_state, ctx, checkpoint_every_s
         self.timings = progress.setdefault("timings", {})
+        self._clock: tuple[str, float] | None = None
+        self._last_save = time.monotonic()
 
     def save(self, optimizer_state: dict | None = None, **update) -> None:
         self.progress.update(update)
+        self._fold_clock()
         if self.ctx.is_main:
             save_checkpoint(self.path, self.net, self.config, self.progress, optimizer_state)
+        self._last_save = time.monotonic()
+
+    def save_if_due(self, **update) -> None:
+        """:meth:`save` if ``checkpoint_every_s`` have passed since the last one (every rank keeps its own clock)."""
+        if time.monotonic() - self._last_save >= self.checkpoint_every_s:
+            self.save(**update)
+
+    def start_clock(self, name: str) -> None:
+        self._clock = (name, time.perf_counter())
+
+    def stop_clock(self) -> None:
+        self._fold_clock()
+        self._clock = None
+
+    def _fold_clock(self) -> None:
+        if self._clock is not None:
+            name, start = self._clock
+            now = time.perf_counter()
+            self.timings[name] = self.timings.get(name, 0.0) + now - start
+            self._clock = (name, now)
 
     def timed(self, name: str, start: float, accumulate: bool = True) -> None:
         elapsed = time.perf_counter() - start
         self.timings[name] = (self.timings.get(name, 0.0) if accumulate else 0.0) + elapsed
 
 
-def _resume(out: Path, config: RunConfig, device, ctx: Distributed) -> _Session:
+def _resume(out: Path, config: RunConfig, device, ctx: Distributed, checkpoint_every_s: float) -> _Session:
     """The interrupted run in ``out``, which must have been started with the same config."""
     net, saved, progress, optimizer_state = load_checkpoint(out / "checkpoint.pt", device)
     changed = differences(saved, config)
     if changed:
         raise CheckpointError(f"--resume: options differ from the interrupted run in {changed}")
-    return _Session(out / "checkpoint.pt", net, config, progress, optimizer_state, ctx)
+    return _Session(out / "checkpoint.pt", net, config, progress, optimizer_state, ctx, checkpoint_every_s)
 
 
-def _start(out: Path, config: RunConfig, device, ctx: Distributed) -> _Session:
+def _start(out: Path, config: RunConfig, device, ctx: Distributed, checkpoint_every_s: float) -> _Session:
     """A new run directory holding ``config.json`` (rank 0 writes it), and the network initialised from the seed."""
     out.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
@@ -252,7 +277,7 @@ def _start(out: Path, config: RunConfig, device, ctx: Distributed) -> _Session:
     torch.manual_seed(config.seed)
     net = build_network(config, device)
     return _Session(out / "checkpoint.pt", net, config, {"blocks_done": 0, "readout_epoch": 0, "history": []},
-                    ctx=ctx)
+                    ctx=ctx, checkpoint_every_s=checkpoint_every_s)
 
 
 def _unsupervised_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
@@ -261,16 +286,23 @@ def _unsupervised_phase(s: _Session, data: Dataset, device, progress: bool) -> N
     The random-weight baseline makes the same pass with its weights fixed: only its batch norms learn.
 
     The augmentation draws depend on (seed, batch) only: resuming at a later block redraws the same crops.
+    Inside a block a checkpoint is written every ``checkpoint_every_s`` (the weights, batch-norm
+    statistics and gains, and ``batches_done``); the order and draws are functions of the seed, so a
+    run resumed there continues the block exactly as the uninterrupted run did.
     """
     if s.progress["blocks_done"] >= len(s.net.blocks):
         return
-    t, u = time.perf_counter(), s.config.preset.unsupervised
-    # the random-weight baseline's pass fits batch norms only: every rank makes all of it (no sharding)
-    epoch = fit_batch_norms if s.config.rule == "random" else partial(train_unsupervised, ctx=s.ctx)
+    u = s.config.preset.unsupervised
+    s.start_clock("unsupervised_s")
+    if s.config.rule == "random":  # fits batch norms only: every rank makes all of it (no sharding)
+        epoch = fit_batch_norms
+    else:
+        epoch = partial(train_unsupervised, ctx=s.ctx, start_batch=s.progress.get("batches_done", 0),
+                        on_batch_done=lambda stage, k: s.save_if_due(batches_done=k))
     epoch(s.net, data.unsupervised_images(u.split), s.config.mode, u.batch_size, s.config.seed, device,
-          start_block=s.progress["blocks_done"], on_block_done=lambda i: s.save(blocks_done=i + 1),
+          start_block=s.progress["blocks_done"], on_block_done=lambda i: s.save(blocks_done=i + 1, batches_done=0),
           progress=progress, augmentation=u.augment, augment_pad=u.augment_pad)
-    s.timed("unsupervised_s", t)
+    s.stop_clock()
 
 
 def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
@@ -322,7 +354,8 @@ def _backprop_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
 
 
 def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = False, device=None,
-        progress: bool = True, synapse_factory=None, ctx: Distributed | None = None) -> dict:
+        progress: bool = True, synapse_factory=None, ctx: Distributed | None = None,
+        checkpoint_every_s: float = 300.0) -> dict:
     """Train and evaluate one configuration; returns the metrics written to ``metrics.json``.
 
     ``config`` is a :class:`RunConfig`, or its plain data (``to_dict``, ``config.json``).
@@ -336,7 +369,8 @@ def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = 
     Launched by ``torchrun`` (``ctx``: default :func:`~rate_decoder.distributed.from_environment`), the
     run is data-parallel: every rank makes the same checks, trains its shard of every batch
     (:mod:`rate_decoder.distributed`) and computes its part of the features; rank 0 alone writes the
-    run directory. ``resume=True`` with no checkpoint yet starts the run, with a notice.
+    run directory. ``resume=True`` with no checkpoint yet starts the run, with a notice. Inside the
+    unsupervised epoch a checkpoint is written every ``checkpoint_every_s`` seconds.
 
     Example::
 
@@ -361,7 +395,7 @@ def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = 
             print(f"softhebb: note: --resume: no checkpoint in {out} yet, starting the run", file=sys.stderr)
         resume = False
     elif resume:
-        session = _resume(out, config, device, ctx)
+        session = _resume(out, config, device, ctx, checkpoint_every_s)
     elif (out / "checkpoint.pt").exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     data = load_data(config)
@@ -369,7 +403,7 @@ def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = 
 
     # the run directory and the network
     if not resume:
-        session = _start(out, config, device, ctx)
+        session = _start(out, config, device, ctx, checkpoint_every_s)
     if synapses is not None:
         for block, synapse in zip(session.net.blocks, synapses, strict=True):
             block.conv.attach_synapse(synapse)

@@ -68,7 +68,8 @@ def _epoch_plan(net: SoftHebbNet, images: Images, mode: str, batch_size: int, se
 def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", batch_size: int = 10, seed: int = 0,
                        device=None, start_block: int = 0, on_block_done: Callable[[int], None] | None = None,
                        progress: bool = True, augmentation: str = "none", augment_pad: int = 4,
-                       step: BlockStep = learn_step, ctx: Distributed = SINGLE) -> None:
+                       step: BlockStep = learn_step, ctx: Distributed = SINGLE, start_batch: int = 0,
+                       on_batch_done: Callable[[int, int], None] | None = None) -> None:
     """One unsupervised epoch per block (greedy) or one epoch for all blocks at once (consecutive).
 
     Greedy: block ``l`` steps while blocks ``< l`` are frozen and in eval mode; only blocks up to
@@ -88,6 +89,11 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
     their seeds, hence their crops, from it (docs/algorithm.md §5: the same batch order for every layer).
     ``"none"`` adds nothing to the loop.
 
+    ``on_batch_done(stage, k)`` is called after the ``k``-th batch (1-based) of a stage (greedy: the block's
+    index; consecutive: the last block's), e.g. to checkpoint inside a long block; ``start_batch``
+    skips the first batches of the first stage run, continuing a block checkpointed there. Every draw
+    depends on (seed, batch) only, so the continued run equals the uninterrupted one bit for bit.
+
     Data-parallel (``ctx.active``, :mod:`rate_decoder.distributed`): ``batch_size`` is the global batch;
     each rank takes its shard of every batch (:meth:`~rate_decoder.distributed.Distributed.shard`, with
     that shard's augmentation draws), the learning block sums its batch-norm statistics and raw update
@@ -95,6 +101,8 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
     (:class:`~rate_decoder.distributed.RankDivergence` if they differ). Only the Hebbian step runs so.
     """
     batches, stages = _epoch_plan(net, images, mode, batch_size, seed, start_block, augmentation)
+    if not 0 <= start_batch < max(1, len(batches)):
+        raise ValueError(f"start_batch {start_batch} is not a batch of this epoch ({len(batches)} batches)")
     if ctx.active:
         if step is not learn_step:
             raise ValueError("a data-parallel unsupervised epoch runs the Hebbian step (learn_step) only")
@@ -104,10 +112,11 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
         net.set_learning_block("all" if stage is None else stage)
         label = "unsupervised (all layers)" if stage is None else f"unsupervised layer {stage + 1}/{len(net.blocks)}"
         learning = net.blocks if stage is None else [net.blocks[stage]]
+        first = start_batch if stage == stages[0] else 0
         with torch.no_grad():
-            batch_images = iter_batches(images, (torch.from_numpy(ctx.shard(idx)) for idx in batches))
+            batch_images = iter_batches(images, (torch.from_numpy(ctx.shard(idx)) for idx in batches[first:]))
             for k, x in enumerate(tqdm(batch_images, desc=label, disable=not progress, mininterval=2.0, unit="batch",
-                                       total=len(batches))):
+                                       total=len(batches), initial=first), start=first):
                 x = to_float(x, device, normalize)
                 if augmentation != "none":
                     x = augment(x, augmentation, augment_pad, generator=unsupervised_augment_generator(seed, k),
@@ -119,6 +128,8 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
                     step(net.blocks[stage], net.features(x, upto=stage))
                 if ctx.active and ((k + 1) % ctx.check_every == 0 or k + 1 == len(batches)):
                     ctx.check_identical([block.conv.weight for block in learning], k + 1)
+                if on_batch_done is not None and k + 1 < len(batches):
+                    on_batch_done(len(net.blocks) - 1 if stage is None else stage, k + 1)
         net.set_learning_block(None)
         if on_block_done is not None:
             on_block_done(len(net.blocks) - 1 if stage is None else stage)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require_data
 from experiments.cli import main as cli
 from rate_decoder.config import RunConfig, load_preset
 from rate_decoder.data import DataError, load_dataset, load_npz
@@ -172,3 +173,33 @@ def test_end_to_end_mnist_one_layer(mnist, tmp_path, monkeypatch):
     metrics = run(config, tmp_path / "m", progress=False)
     assert metrics["test_acc"] >= 0.87
     assert metrics["n_train"] == 10000 and metrics["n_test"] == 2000
+
+
+@pytest.mark.parametrize("mode", ["greedy", "consecutive"])
+def test_resume_inside_an_unsupervised_block_is_bit_exact(tmp_path, monkeypatch, mode):
+    """Checkpoints every batch (checkpoint_every_s=0, 50 batches per pass); the run dies at the 70th checkpoint,
+    inside block 2 (greedy), or at the 30th, inside the one consecutive pass; --resume reproduces the
+    uninterrupted weights exactly."""
+    require_data("mnist.npz")
+    config = RunConfig(load_preset("mnist", layers=2, width_factor=0.125), mode=mode, n_train=500, n_test=100,
+                       readout_epochs=2)
+    full = run(config, tmp_path / "full", progress=False)
+    real_save, calls = run_module.save_checkpoint, []
+
+    def interrupting_save(*args, **kw):
+        real_save(*args, **kw)
+        calls.append(1)
+        if len(calls) == (70 if mode == "greedy" else 30):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "save_checkpoint", interrupting_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, tmp_path / "cut", progress=False, checkpoint_every_s=0)
+    monkeypatch.setattr(run_module, "save_checkpoint", real_save)
+    _, _, progress, _ = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert progress["blocks_done"] == (1 if mode == "greedy" else 0) and 0 < progress["batches_done"] < 50
+    resumed = run(config, tmp_path / "cut", resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["net"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["test_acc"] for h in resumed["history"]] == [h["test_acc"] for h in full["history"]]
