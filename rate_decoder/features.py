@@ -7,9 +7,14 @@ instead of RAM, unlinked as soon as it is created, so it never outlives the proc
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
+import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +44,19 @@ def feature_memory_budget() -> int:
     return min(8 * 2**30, ram // 2)
 
 
+def _reserve(fd: int, nbytes: int, directory: Path) -> None:
+    """Reserve a file's blocks up front: writing to a mapping on a full disk would kill the process (SIGBUS)."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, nbytes)
+        else:
+            os.ftruncate(fd, nbytes)
+    except OSError as err:
+        free = shutil.disk_usage(directory).free
+        raise FeatureCacheError(f"the feature cache needs {nbytes / 2**30:.1f} GiB on disk but {directory} has "
+                                f"{free / 2**30:.1f} GiB free ({err})") from None
+
+
 def _feature_buffer(n: int, n_features: int, dtype: torch.dtype, memory_budget: int | None,
                     cache_dir: str | os.PathLike | None) -> Tensor:
     """An ``(n, n_features)`` CPU tensor: in RAM within ``memory_budget`` bytes, else a memory-mapped file.
@@ -56,15 +74,7 @@ def _feature_buffer(n: int, n_features: int, dtype: torch.dtype, memory_budget: 
     directory = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
     fd, name = tempfile.mkstemp(prefix=".features.", suffix=".tmp", dir=directory)
     try:
-        try:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, nbytes)
-            else:
-                os.ftruncate(fd, nbytes)
-        except OSError as err:
-            free = shutil.disk_usage(directory).free
-            raise FeatureCacheError(f"the feature cache needs {nbytes / 2**30:.1f} GiB on disk (more than the "
-                                    f"memory budget) but {directory} has {free / 2**30:.1f} GiB free ({err})") from None
+        _reserve(fd, nbytes, directory)
         array = np.memmap(name, dtype=np_dtype, mode="r+", shape=(n, n_features))
     finally:
         os.close(fd)
@@ -72,11 +82,82 @@ def _feature_buffer(n: int, n_features: int, dtype: torch.dtype, memory_budget: 
     return torch.from_numpy(array)
 
 
+def network_fingerprint(net: SoftHebbNet) -> str:
+    """CRC-32 of the blocks' weights and batch-norm statistics: which network a saved feature file belongs to."""
+    crc = 0
+    for name, tensor in sorted(net.blocks.state_dict().items()):
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(tensor.detach().cpu().contiguous().numpy().tobytes(), crc)
+    return f"{crc:08x}"
+
+
+@dataclass(frozen=True)
+class FeatureCheckpoint:
+    """Where :func:`extract_features` keeps its features on disk, and how often it records its progress.
+
+    ``path`` holds the raw ``(rows, features)`` array, ``path`` + ``.json`` how many rows are done, the
+    dtype and the network's :func:`network_fingerprint`. The record is written (atomically, after the
+    array is flushed) every ``every_s`` seconds and at the end: an interrupted extraction continues from
+    its last record, and a finished one is read back instead of recomputed, as long as the network is
+    the same. The owner deletes both files when done (:meth:`remove`).
+    """
+
+    path: Path
+    fingerprint: str
+    every_s: float = 300.0
+
+    @property
+    def record(self) -> Path:
+        return Path(f"{self.path}.json")
+
+    def for_rank(self, rank: int) -> "FeatureCheckpoint":
+        return dataclasses.replace(self, path=Path(f"{self.path}.rank{rank}"))
+
+    def remove(self) -> None:
+        for path in (self.path, self.record):
+            Path(path).unlink(missing_ok=True)
+
+    def open(self, n: int, n_features: int, dtype: torch.dtype) -> tuple[Tensor, int]:
+        """The memory-mapped array and the rows already done (0 for a new file)."""
+        np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        expected = {"rows": n, "features": n_features, "dtype": str(np_dtype), "fingerprint": self.fingerprint}
+        done = 0
+        try:
+            saved = json.loads(self.record.read_text())
+            if {k: saved.get(k) for k in expected} == expected and self.path.stat().st_size == n * n_features * \
+                    np_dtype.itemsize:
+                done = int(saved["rows_done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if done == 0:
+            self.remove()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _reserve(fd, n * n_features * np_dtype.itemsize, self.path.parent)
+            finally:
+                os.close(fd)
+        return torch.from_numpy(np.memmap(self.path, dtype=np_dtype, mode="r+", shape=(n, n_features))), done
+
+    def save(self, out: Tensor, rows_done: int) -> None:
+        """Record ``rows_done`` once the array's rows are on disk (fsync writes back the mapping's pages too)."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        record = {"rows": len(out), "features": out.shape[1], "dtype": str(out.numpy().dtype),
+                  "fingerprint": self.fingerprint, "rows_done": rows_done}
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.record.name}.", dir=self.record.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record))
+        os.replace(tmp, self.record)
+
+
 @torch.no_grad()
 def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = None, device=None,
                      dtype=torch.float16, progress: bool = True, desc: str = "features",
                      memory_budget: int | None = None, cache_dir: str | os.PathLike | None = None,
-                     rows: range | None = None) -> Tensor:
+                     rows: range | None = None, checkpoint: FeatureCheckpoint | None = None) -> Tensor:
     """Flattened features (C, H, W order) of all images, every block in eval mode, stored on the CPU.
 
     ``batch_size`` defaults to 50 on CPU (the activations stay in cache: 200 images/s on the
@@ -91,6 +172,9 @@ def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = 
     holds the same values.
 
     ``rows`` (a ``range`` of step 1): only those images' features, in that order.
+
+    ``checkpoint``: the features live in its file instead, and an interrupted extraction continues
+    where its last record says (:class:`FeatureCheckpoint`).
     """
     net.check_input(images)
     rows = range(len(images)) if rows is None else rows
@@ -100,8 +184,12 @@ def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = 
     net.eval()
     normalize = net.preset.normalize
     n_features = int(np.prod(net.feature_shape))
-    out = _feature_buffer(len(rows), n_features, dtype, memory_budget, cache_dir)
-    starts = range(0, len(rows), batch_size)
+    if checkpoint is None:
+        out, done = _feature_buffer(len(rows), n_features, dtype, memory_budget, cache_dir), 0
+    else:
+        out, done = checkpoint.open(len(rows), n_features, dtype)
+    last_record = time.monotonic()
+    starts = range(done, len(rows), batch_size)
     batches = iter_batches(images, (slice(rows.start + i, rows.start + min(i + batch_size, len(rows))) for i in starts))
     for i, x in zip(tqdm(starts, desc=desc, disable=not progress, mininterval=2.0, unit="batch"), batches):
         f = net.features(to_float(x, device, normalize)).flatten(1)
@@ -111,16 +199,23 @@ def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = 
             net.train(was_training)
             batches.close()
             del out  # release the fp16 buffer (or its file) before the fp32 one is allocated
+            if checkpoint is not None:
+                checkpoint.remove()
             return extract_features(net, images, batch_size, device, torch.float32, progress, desc, memory_budget,
-                                    cache_dir, rows)
+                                    cache_dir, rows, checkpoint)
         out[i:i + batch_size] = f.to("cpu", dtype)
+        if checkpoint is not None and time.monotonic() - last_record >= checkpoint.every_s:
+            checkpoint.save(out, i + len(f))
+            last_record = time.monotonic()
+    if checkpoint is not None and done < len(rows):
+        checkpoint.save(out, len(rows))
     net.train(was_training)
     return out
 
 
 def extract_features_sharded(net: SoftHebbNet, images: Images, ctx: Distributed, device=None, progress: bool = True,
                              desc: str = "features", cache_dir: str | os.PathLike | None = None,
-                             chunk_bytes: int = 64 * 2**20) -> Tensor:
+                             chunk_bytes: int = 64 * 2**20, checkpoint: FeatureCheckpoint | None = None) -> Tensor:
     """:func:`extract_features` of all ``images`` with each rank computing one contiguous part; every rank gets all.
 
     The parts are those of :meth:`~rate_decoder.distributed.Distributed.shard` over the image indices
@@ -128,14 +223,16 @@ def extract_features_sharded(net: SoftHebbNet, images: Images, ctx: Distributed,
     Each part is broadcast from its rank in chunks of ``chunk_bytes`` straight into the full buffer
     (RAM or a memory-mapped file, as :func:`extract_features` chooses), so no rank ever holds a second
     copy. If any rank's part needed fp32, all switch to fp32. A single process calls
-    :func:`extract_features`.
+    :func:`extract_features`. With ``checkpoint``, each rank keeps its part in its own file
+    (:meth:`FeatureCheckpoint.for_rank`).
     """
     if not ctx.active:
-        return extract_features(net, images, device=device, progress=progress, desc=desc, cache_dir=cache_dir)
+        return extract_features(net, images, device=device, progress=progress, desc=desc, cache_dir=cache_dir,
+                                checkpoint=checkpoint)
     parts = [range(int(p[0]), int(p[-1]) + 1) if len(p) else range(0) for p in np.array_split(np.arange(len(images)),
                                                                                                 ctx.world)]
     mine = extract_features(net, images, device=device, progress=progress, desc=desc, cache_dir=cache_dir,
-                            rows=parts[ctx.rank])
+                            rows=parts[ctx.rank], checkpoint=checkpoint.for_rank(ctx.rank) if checkpoint else None)
     wide = ctx.all_reduce_sum(torch.tensor([int(mine.dtype == torch.float32)]))
     dtype = torch.float32 if int(wide) else torch.float16
     out = _feature_buffer(len(images), mine.shape[1], dtype, None, cache_dir)

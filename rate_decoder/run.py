@@ -4,19 +4,18 @@ Run directory::
 
     config.json      the run's :class:`~rate_decoder.config.RunConfig` (``to_dict``)
     checkpoint.pt    weights, batch-norm statistics, readout, config and progress (written atomically)
+    features_*.bin   the frozen network's features while the readout needs them (+ ``.json`` progress)
     metrics.json     per-epoch readout metrics, final test accuracy, phase timings, peak memory
     kernels.png      the first layer's kernels
 
 :func:`run` checks everything first -- the config (valid by construction), the device, the synapse
 models, an interrupted run to resume, the dataset against the preset -- and only then makes the
 directory and trains, phase by phase. A checkpoint is written after every unsupervised block, every
-few minutes inside one, and after every readout epoch; ``resume=True`` continues from the last one
-and reproduces the uninterrupted run. Files are written to a temporary name and renamed, so an interrupted write never leaves a
-half-written checkpoint or metrics file behind.
-
-A feature cache too large for RAM (:func:`~rate_decoder.features.extract_features`) is a memory-mapped
-file in the run directory, unlinked as soon as it is created: it uses disk space while the run lives
-but never shows in the directory and never outlives the process.
+few minutes inside one, and after every readout epoch; the feature files record their progress every
+few minutes too. ``resume=True`` continues from the last record and reproduces the uninterrupted run.
+Files are written to a temporary name and renamed (the feature files' records after the rows are on
+disk), so an interrupted write never leaves a half-written checkpoint, metrics file or record behind.
+The feature files (CIFAR-10: 2.5 GB) are deleted when the readout ends.
 """
 from __future__ import annotations
 
@@ -39,7 +38,7 @@ from .config import ConfigError, RunConfig
 from .data import Dataset, check_dataset, load_dataset, to_float
 from . import distributed
 from .distributed import SINGLE, Distributed
-from .features import extract_features, extract_features_sharded
+from .features import FeatureCheckpoint, extract_features, extract_features_sharded, network_fingerprint
 from .network import SoftHebbNet, configure_cpu
 from .readout import accuracy, train_readout
 from .unsupervised import fit_batch_norms, train_unsupervised
@@ -308,8 +307,10 @@ def _unsupervised_phase(s: _Session, data: Dataset, device, progress: bool) -> N
 def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
     """Features of the frozen network, then the linear readout, from the last finished epoch.
 
-    Without augmentation the training features are computed once; with it, each batch's features
-    are recomputed from augmented images. Data-parallel: each rank computes a part of the features and
+    Without augmentation the training features are computed once, into files of the run directory
+    (``features_{train,test}.bin``, :class:`~rate_decoder.features.FeatureCheckpoint`): an interrupted
+    extraction continues there, and a run resumed during the readout reads them back; they are deleted
+    when the readout ends. With augmentation, each batch's features are recomputed from augmented images. Data-parallel: each rank computes a part of the features and
     every rank receives all (:func:`~rate_decoder.features.extract_features_sharded`); the readout runs
     under DDP (:func:`~rate_decoder.readout.train_readout`).
     """
@@ -318,9 +319,13 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
         return
     t, net = time.perf_counter(), s.net
     feature_fn = None
+    fingerprint = network_fingerprint(net)
+    saved = {split: FeatureCheckpoint(s.path.parent / f"features_{split}.bin", fingerprint, s.checkpoint_every_s)
+             for split in ("train", "test")}
     if readout.augment == "none":
         train_f = extract_features_sharded(net, data.x_train, s.ctx, device=device, progress=progress,
-                                           desc="train features", cache_dir=s.path.parent)
+                                           desc="train features", cache_dir=s.path.parent,
+                                           checkpoint=saved["train"])
     else:
         train_f, normalize = data.x_train, s.config.preset.normalize
 
@@ -330,7 +335,7 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
                 return net.features(x).flatten(1)
     net.eval()
     test_f = extract_features_sharded(net, data.x_test, s.ctx, device=device, progress=progress, desc="test features",
-                                      cache_dir=s.path.parent)
+                                      cache_dir=s.path.parent, checkpoint=saved["test"])
     s.timed("features_s", t, accumulate=False)
     t = time.perf_counter()
 
@@ -342,6 +347,12 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
                   device=device, start_epoch=s.progress["readout_epoch"], optimizer_state=s.optimizer_state,
                   on_epoch=on_epoch, progress=progress, feature_fn=feature_fn, ctx=s.ctx)
     s.timed("readout_s", t)
+    del train_f, test_f
+    s.ctx.barrier()  # no rank still reads the feature files
+    for checkpoint in saved.values():
+        for path in ([checkpoint] if not s.ctx.active else [checkpoint.for_rank(r) for r in range(s.ctx.world)]):
+            if s.ctx.is_main:
+                path.remove()
 
 
 def _backprop_phase(s: _Session, data: Dataset, device, progress: bool) -> None:

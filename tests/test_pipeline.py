@@ -203,3 +203,38 @@ def test_resume_inside_an_unsupervised_block_is_bit_exact(tmp_path, monkeypatch,
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["net"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["test_acc"] for h in resumed["history"]] == [h["test_acc"] for h in full["history"]]
+
+
+def test_feature_extraction_continues_from_its_record(tmp_path, mnist):
+    """Features recorded every batch; the extraction dies at its 4th batch and, run again, computes only the
+    rest (counted), giving exactly the uninterrupted features; another network's record is not reused."""
+    from rate_decoder.features import FeatureCheckpoint, extract_features, network_fingerprint
+    from rate_decoder.network import SoftHebbNet
+
+    torch.manual_seed(0)
+    net = SoftHebbNet(load_preset("mnist", layers=1, width_factor=0.125))
+    images = mnist.x_train[:230]
+    expected = extract_features(net, images, batch_size=50, progress=False)
+    checkpoint = FeatureCheckpoint(tmp_path / "f.bin", network_fingerprint(net), every_s=0)
+    real, calls, interrupted = net.features, [], []
+
+    def counting(x, upto=None):
+        calls.append(len(x))
+        if len(calls) == 4 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return real(x, upto)
+
+    net.features = counting
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(net, images, batch_size=50, progress=False, checkpoint=checkpoint)
+    assert json.loads(checkpoint.record.read_text())["rows_done"] == 150
+    calls.clear()
+    got = extract_features(net, images, batch_size=50, progress=False, checkpoint=checkpoint)
+    assert calls == [50, 30] and torch.equal(got, expected)
+    calls.clear()
+    assert torch.equal(extract_features(net, images, batch_size=50, progress=False, checkpoint=checkpoint), expected)
+    assert calls == []  # finished: read back
+    other = FeatureCheckpoint(checkpoint.path, "00000000", every_s=0)
+    extract_features(net, images, batch_size=50, progress=False, checkpoint=other)
+    assert len(calls) == 5  # another network: recomputed from the start
