@@ -16,7 +16,11 @@
   as ON/OFF events), with the same rule. The rate rule learns from the same patches in the same
   order (layer 2 from its own layer 1's pooled rate maps): the ``rate`` kernel set, the spiking
   layers' rate twins. ``initial``: the layers' random initial kernels scaled to unit norm (the norm the
-  rule converges to), standardised the same way.
+  rule converges to), standardised the same way. ``--synapse SPEC`` makes both spiking layers learn
+  through a device (``hardware_models``: linear-N programmed at every plastic event, PCM once per
+  chunk) and reports its programming pulses and their energy per presentation; with PCM the set
+  ``spiking_drift1d`` holds the kernels read a day later (the standardisation kept from the end of
+  learning).
 * ``infer``: each kernel set as the 2-layer map network (circuit, whole images of ``--t-present`` ms,
   race pooling 4/2/1), on the first ``--n-train`` training and ``--n-test`` test images; writes the
   pooled layer-2 spike counts, the event counts and the speed. It saves shards of ``--shard`` images as
@@ -44,12 +48,14 @@ from rate_decoder import SoftHebbNet, configure_cpu, load_dataset, load_preset, 
 from rate_decoder.features import extract_features
 from rate_decoder.readout import train_readout
 from rate_decoder.run import atomic_write, write_json
+from hardware_models import make_synapse
 from snn import SpikingSoftHebb, data, decoding, energy, preset, reference
 from snn.conv import LIMIT, MapLayer, SpikingConvNet
 from snn.data import MNIST_MEAN, MNIST_STD
 from snn.stack import next_layer_input
 
-SETS = ("spiking", "rate", "initial")
+SETS = ("spiking", "rate", "initial", "spiking_drift1d")
+DAY = 86_400.0
 KERNEL_SIZES = (5, 3)
 TEMPERATURES = (1.0, 0.65)
 TAUS = (100.0, 100.0)  # batches; the patch streams here are 2500 and 2000 batches
@@ -118,6 +124,15 @@ def rate_rule(args, index: int) -> dict:
     return dict(normalisation=rules.HomeostaticGain(TAUS[index]), batch=(args.batch, args.batch2)[index])
 
 
+def device_for(args, seed: int, layer: int) -> dict:
+    """The layer's synaptic device (``--synapse``): linear-N programmed at each plastic event, PCM once per chunk
+    (its refresh and drift have no per-event law, :mod:`snn.device_events`)."""
+    if not args.synapse:
+        return {}
+    return dict(synapse=make_synapse(args.synapse, seed=1000 * seed + layer),
+                device_updates="chunk" if args.synapse.startswith("pcm") else "event")
+
+
 def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
     """Both layers of one seed, spiking and rate-rule twins, and the three kernel sets' standardisations."""
     report = {"seed": seed}
@@ -131,8 +146,9 @@ def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
     # winner-take-all whose log Z the circuit's inhibition needs longer than a presentation to track
     unit = [w / np.linalg.norm(w, axis=1, keepdims=True) for w in (w1_0, w2_0)]
     sets = {"initial": unit}
+    devices = [device_for(args, seed, i) for i in range(2)]
     l1 = SpikingSoftHebb(25, len(w1_0), params=preset("fast", wta="circuit"), chunk=2000, weights=w1_0, seed=seed,
-                         **local_rule(args, 0), **layer_hyper(0, args))
+                         **local_rule(args, 0), **layer_hyper(0, args), **devices[0])
     compile_s = l1.build()
     start = time.perf_counter()
     out1 = l1.present(x1)
@@ -159,7 +175,7 @@ def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
     x2 = {name: data.random_patches(inputs[name], args.patches2, 3, seed=seed + 1) for name in ("spiking", "rate")}
     n2 = w2_0.shape[1]
     l2 = SpikingSoftHebb(n2, len(w2_0), params=preset("fast", wta="circuit"), chunk=1000, weights=w2_0, seed=seed + 1,
-                         **local_rule(args, 1), **layer_hyper(1, args))
+                         **local_rule(args, 1), **layer_hyper(1, args), **devices[1])
     report["layer2_compile_s"] = l2.build()
     start = time.perf_counter()
     out2 = l2.present(x2["spiking"])
@@ -168,6 +184,18 @@ def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
     report["layer2_plastic_events_per_presentation"] = float(out2.counts.sum(1).mean() * n2)
     w2_r = reference.rate_learn(x2["rate"], w2_0, **layer_hyper(1, args), **rate_rule(args, 1))
     sets.update(spiking=[w1_s, out2.weights], rate=[w1_r, w2_r])
+    if args.synapse:
+        report["device"] = args.synapse
+        report["device_pulses_per_presentation"] = [d["synapse"].pulses / n for d, n in
+                                                    zip(devices, (args.patches1, args.patches2))]
+        report["device_learning_energy_per_presentation_J"] = [
+            energy.learning_energy(0.0, pulses) for pulses in report["device_pulses_per_presentation"]]
+        if args.synapse.startswith("pcm"):  # the chip left alone for a day, read with the standardisation it learnt
+            for d in devices:
+                d["synapse"].age(DAY)
+            sets["spiking_drift1d"] = [d["synapse"].read().double().numpy() for d in devices]
+            standard["spiking_drift1d"] = standard["spiking"]
+            twin_standard["spiking_drift1d"] = twin_standard["spiking"]
     report["matched_cosine_spiking_vs_rate"] = {"layer1": float(reference.match(w1_s, w1_r)[1].mean()),
                                                 "layer1_initial": float(reference.match(w1_0, w1_r)[1].mean()),
                                                 "layer2": reference.compare(out2.weights, w2_r)["mean_cosine"],
@@ -379,6 +407,8 @@ def main(argv=None):
     ap.add_argument("--batch2", type=int, default=10, help="layer 2's (more batches from fewer patches)")
     ap.add_argument("--normalisation", choices=("none", "homeostatic"), default="none",
                     help="none: each spike's change applied at once; homeostatic: the per-neuron gain over batches")
+    ap.add_argument("--synapse", help="learn through a device model (linear16, pcm, ...); pcm adds the set "
+                                      "spiking_drift1d, its kernels read after a day")
     ap.add_argument("--lr1", type=float, default=1e-3)
     ap.add_argument("--lr2", type=float, default=1e-3)
     ap.add_argument("--l2-images", type=int, default=200, help="training images whose layer-1 maps layer 2 learns from")

@@ -222,13 +222,11 @@ def test_top_level_api_is_complete_and_cheap():
 def test_softmax_activation_is_the_layers_soft_wta_and_the_cli_sets_it_everywhere():
     """``softmax`` is softmax(t u) at each layer's own inverse temperature (the spiking layer's output shares);
     ``--activation`` replaces every block's activation and renames the preset."""
-    import argparse
-    from experiments.cli import build_config
+    from experiments.cli import build_config, parser
     from rate_decoder import SoftHebbNet, rules
     preset = load_preset("mnist", layers=2, width_factor=0.1)
-    args = argparse.Namespace(mode="greedy", preset="mnist", layers=2, width_factor=0.1, gain_tau=None,
-                              activation="softmax", rule="softhebb", seed=0, normalisation="global", precision="fp32",
-                              n_train=None, n_test=None, readout_epochs=None, data_dir=None, download=False, synapse=None)
+    args = parser().parse_args(["train", "--preset", "mnist", "--layers", "2", "--width-factor", "0.1",
+                                "--activation", "softmax"])
     config = build_config(args)
     assert [layer.activation for layer in config.preset.layers] == ["softmax", "softmax"]
     assert config.preset.name == "mnist-first2-softmax"
@@ -236,3 +234,19 @@ def test_softmax_activation_is_the_layers_soft_wta_and_the_cli_sets_it_everywher
     u = torch.randn(2, preset.layers[1].out_channels, 3, 3)
     torch.testing.assert_close(net.blocks[1].activation(u), rules.soft_wta(u, preset.layers[1].inverse_temperature, dim=1))
     assert preset.layers[1].inverse_temperature != preset.layers[0].inverse_temperature
+
+
+def test_unsupervised_batch_scales_the_rates():
+    from rate_decoder.config import ConfigError, with_unsupervised_batch
+    base = load_preset("cifar10")
+    linear = with_unsupervised_batch(base, 40)
+    assert linear.unsupervised.batch_size == 40 and linear.name == "cifar10-b40"
+    assert [layer.lr for layer in linear.layers] == pytest.approx([4 * layer.lr for layer in base.layers])
+    root = with_unsupervised_batch(base, 40, "sqrt")
+    assert [layer.lr for layer in root.layers] == pytest.approx([2 * layer.lr for layer in base.layers])
+    assert with_unsupervised_batch(base, 40, "none").layers == base.layers
+    for bad in (0, 2.5, "10"):
+        with pytest.raises(ConfigError, match="positive integer"):
+            with_unsupervised_batch(base, bad)
+    with pytest.raises(ConfigError, match="unknown learning-rate scaling"):
+        with_unsupervised_batch(base, 20, "cubic")
