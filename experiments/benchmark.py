@@ -10,7 +10,6 @@ and weight statistics are those of a real run, not of the initialisation.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -18,6 +17,7 @@ import torch
 from rate_decoder.config import load_preset
 from rate_decoder.features import extract_features
 from rate_decoder.network import SoftHebbNet, configure_cpu
+from rate_decoder.run import cpu_model, write_json
 
 
 def matmul_gflops(device, n: int = 2048, repeats: int = 10) -> float:
@@ -86,8 +86,10 @@ def main(argv=None):
     x = [torch.rand(bs, c, s, s, device=args.device) for _ in range(8)]
     peak = matmul_gflops(args.device)
     macs = conv_macs(net)
+    where = torch.cuda.get_device_name() if str(args.device).startswith("cuda") else cpu_model()
+    print(f"{where}, torch {torch.__version__}")
     print(f"fp32 matmul: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads, {args.device})")
-    report = {"preset": args.preset, "device": args.device, "threads": torch.get_num_threads(),
+    report = {"preset": args.preset, "device": args.device, "processor": where, "threads": torch.get_num_threads(),
               "matmul_gflops": peak, "stages": []}
     total_time_per_image, total_macs = 0.0, 0
     for stage in range(len(net.blocks)):
@@ -124,8 +126,7 @@ def main(argv=None):
     print(f"feature extraction: {len(images) / t:8.1f} img/s  {fmacs / 1e6:.1f} MMAC/img  {fg:.1f} GFLOP/s  "
           f"{fg / peak:.1%} of matmul")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.out, report)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ of both runs are compared at the end (they agree up to summation order).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 
@@ -26,15 +24,8 @@ from rate_decoder import SoftHebbNet, load_preset
 from rate_decoder.data import data_dir, load_npz
 from rate_decoder.distributed import Distributed
 from rate_decoder.network import configure_cpu
+from rate_decoder.run import cpu_model, write_json
 from rate_decoder.unsupervised import train_unsupervised
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def images_for(preset, n: int) -> torch.Tensor:
@@ -108,8 +99,7 @@ def main(argv=None) -> None:
     print(f"ratio (processes / threads): {report['ratio']:.3f}; largest weight difference {diff:.2e} (the rule's "
           f"argmax and max|D| carry rounding differences on: see docs/distributed.md)")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.out, report)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import sys
 import tempfile
@@ -178,6 +179,15 @@ def save_kernels_png(net: SoftHebbNet, path: Path) -> None:
     fig.suptitle(f"layer-1 kernels ({net.rule})", fontsize=8)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else what ``platform`` says): figures depend on it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def peak_memory_gib() -> float:
@@ -434,7 +444,8 @@ def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = 
     session.timings["this_invocation_s"] = time.perf_counter() - t_start
     metrics = {"test_acc": history[-1]["test_acc"], "history": history, "timings_s": session.timings,
                "peak_memory_gib": peak_memory_gib(), "n_train": len(data.x_train), "n_test": len(data.x_test),
-               "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "device": str(device), "cpu": cpu_model(), "torch": torch.__version__,
+               "threads": torch.get_num_threads(),
                "processes": ctx.world}
     if ctx.is_main:
         write_json(out / "metrics.json", metrics)
