@@ -119,6 +119,8 @@ class FeatureCheckpoint:
 
     def open(self, n: int, n_features: int, dtype: torch.dtype) -> tuple[Tensor, int]:
         """The memory-mapped array and the rows already done (0 for a new file)."""
+        if n == 0:  # a rank without images: nothing to map
+            return torch.empty(0, n_features, dtype=dtype), 0
         np_dtype = torch.empty((), dtype=dtype).numpy().dtype
         expected = {"rows": n, "features": n_features, "dtype": str(np_dtype), "fingerprint": self.fingerprint}
         done = 0
