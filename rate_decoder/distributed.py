@@ -55,13 +55,21 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def span(self, total: int) -> tuple[int, int]:
+        """``(start, stop)`` of this rank's part of ``total`` rows: ``world`` contiguous parts whose sizes
+        differ by at most 1, the larger ones first (as ``np.array_split``)."""
+        size, extra = divmod(total, self.world)
+        start = self.rank * size + min(self.rank, extra)
+        return start, start + size + (self.rank < extra)
+
     def shard(self, rows: np.ndarray) -> np.ndarray:
-        """This rank's part of a global batch's rows: ``world`` contiguous parts, sizes differing by at most 1.
+        """This rank's part of a global batch's rows (:meth:`span`).
 
         Contiguous parts keep the global order: rank 0 holds the batch's first rows, so the ranks'
         shards, concatenated by rank, are the batch a single process would see.
         """
-        return np.array_split(rows, self.world)[self.rank] if self.active else rows
+        start, stop = self.span(len(rows))
+        return rows[start:stop]
 
     def all_reduce_sum(self, tensor: Tensor) -> Tensor:
         """The sum of ``tensor`` over the ranks (in place; also returned). A no-op in a single process."""
@@ -77,10 +85,7 @@ class Distributed:
         """
         if not self.active:
             return
-        crc = 0
-        for t in tensors:
-            crc = zlib.crc32(t.detach().cpu().contiguous().numpy().tobytes(), crc)
-        mine = torch.tensor([crc], dtype=torch.int64)
+        mine = torch.tensor([tensor_crc(tensors)], dtype=torch.int64)
         everyone = [torch.zeros_like(mine) for _ in range(self.world)]
         dist.all_gather(everyone, mine)
         values = [int(v) for v in everyone]
@@ -104,11 +109,16 @@ SINGLE = Distributed()
 
 
 def shard_rows(ctx: Distributed, total: int) -> tuple[int, int]:
-    """``(start, total)``: where this rank's shard (:meth:`Distributed.shard`) starts in a batch of ``total`` rows."""
-    if not ctx.active:
-        return 0, total
-    sizes = [len(part) for part in np.array_split(np.arange(total), ctx.world)]
-    return sum(sizes[:ctx.rank]), total
+    """``(start, total)``: where this rank's shard starts in a batch of ``total`` rows, as the ``rows`` argument
+    of :func:`~rate_decoder.augment.augment` and :func:`~rate_decoder.readout.feature_dropout` takes it."""
+    return ctx.span(total)[0], total
+
+
+def tensor_crc(tensors, crc: int = 0) -> int:
+    """CRC-32 of the tensors' bytes in turn (on the CPU): equal exactly when every value is bit-identical."""
+    for t in tensors:
+        crc = zlib.crc32(t.detach().cpu().contiguous().numpy().tobytes(), crc)
+    return crc
 
 
 def backend_for(device: torch.device) -> str:

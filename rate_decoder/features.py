@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import Images, iter_batches, to_float
-from .distributed import Distributed
+from .distributed import Distributed, tensor_crc
 from .network import SoftHebbNet
 
 
@@ -84,11 +84,8 @@ def _feature_buffer(n: int, n_features: int, dtype: torch.dtype, memory_budget: 
 
 def network_fingerprint(net: SoftHebbNet) -> str:
     """CRC-32 of the blocks' weights and batch-norm statistics: which network a saved feature file belongs to."""
-    crc = 0
-    for name, tensor in sorted(net.blocks.state_dict().items()):
-        crc = zlib.crc32(name.encode(), crc)
-        crc = zlib.crc32(tensor.detach().cpu().contiguous().numpy().tobytes(), crc)
-    return f"{crc:08x}"
+    state = sorted(net.blocks.state_dict().items())
+    return f"{tensor_crc([t for _, t in state], zlib.crc32(' '.join(k for k, _ in state).encode())):08x}"
 
 
 @dataclass(frozen=True)
@@ -231,8 +228,7 @@ def extract_features_sharded(net: SoftHebbNet, images: Images, ctx: Distributed,
     if not ctx.active:
         return extract_features(net, images, device=device, progress=progress, desc=desc, cache_dir=cache_dir,
                                 checkpoint=checkpoint)
-    parts = [range(int(p[0]), int(p[-1]) + 1) if len(p) else range(0) for p in np.array_split(np.arange(len(images)),
-                                                                                                ctx.world)]
+    parts = [range(*Distributed(rank=r, world=ctx.world).span(len(images))) for r in range(ctx.world)]
     mine = extract_features(net, images, device=device, progress=progress, desc=desc, cache_dir=cache_dir,
                             rows=parts[ctx.rank], checkpoint=checkpoint.for_rank(ctx.rank) if checkpoint else None)
     wide = ctx.all_reduce_sum(torch.tensor([int(mine.dtype == torch.float32)]))
