@@ -24,7 +24,7 @@ from pathlib import Path
 from rate_decoder import distributed
 from rate_decoder.config import (ACTIVATIONS, DEPRECATED_MODES, LR_SCALINGS, MODES, PRECISIONS, RULES, RunConfig,
                                  available_presets, load_preset, with_unsupervised_batch)
-from rate_decoder.data import DataError
+from rate_decoder.data import IMAGE_DECODERS, DataError
 from rate_decoder.features import FeatureCacheError
 from rate_decoder.rules import NORMALISATIONS
 from rate_decoder.run import CheckpointError, evaluate, run
@@ -53,7 +53,8 @@ def build_config(args) -> RunConfig:
     return RunConfig(preset, rule=args.rule, mode=mode,
                      seed=args.seed, normalisation=args.normalisation, precision=args.precision, n_train=args.n_train,
                      n_test=args.n_test, readout_epochs=args.readout_epochs, data_dir=args.data_dir,
-                     download=args.download, synapse=args.synapse)
+                     download=args.download, synapse=args.synapse,
+                     image_decoder=args.image_decoder)
 
 
 def cmd_train(args) -> int:
@@ -127,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
                    help="dtype of the Hebbian layers' convolutions and plasticity products (bf16: ~2x faster "
                         "on CPUs with AVX512-BF16; weights and updates stay fp32)")
     t.add_argument("--synapse", help="synaptic device model the Hebbian layers learn through (hardware_models)")
+    t.add_argument("--image-decoder", choices=IMAGE_DECODERS, default="pil",
+                   help="image folders' decoder: pil (torchvision ImageFolder's pixels) or torchvision (torchvision.io, "
+                        "faster, within one grey level)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     t.add_argument("--out", help="run directory (default runs/<preset>_<rule>_<mode>_s<seed>)")

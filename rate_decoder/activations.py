@@ -69,14 +69,17 @@ class SoftWTA(nn.Module):
 
 
 def make_activation(name: str, power: float = 1.0, inverse_temperature: float = 1.0) -> nn.Module:
-    """Activation module from its preset name: ``triangle``, ``repu``, ``relu`` or ``softmax`` (the layer's
-    soft WTA at its ``inverse_temperature``: the spiking network's activation)."""
+    """Activation module from its preset name: ``triangle``, ``repu``, ``relu``, ``tanh`` (the paper's activation
+    comparison, Appendix B.3) or ``softmax`` (the layer's soft WTA at its ``inverse_temperature``: the
+    spiking network's activation)."""
     if name == "triangle":
         return Triangle(power)
     if name == "repu":
         return RePU(power)
     if name == "relu":
         return nn.ReLU()
+    if name == "tanh":
+        return nn.Tanh()
     if name == "softmax":
         return SoftWTA(inverse_temperature)
-    raise ValueError(f"unknown activation {name!r}; choose triangle, repu, relu or softmax")
+    raise ValueError(f"unknown activation {name!r}; choose triangle, repu, relu, tanh or softmax")

@@ -1,14 +1,15 @@
 """Image augmentation of float batches: STL-10's crop + flip and ImageNet's RandomResizedCrop + flip (docs/algorithm.md §5).
 
-Used by the readout (features recomputed per batch) and by ImageNet's unsupervised epoch. Draws come
-from a given CPU generator or torch's global one, so a seeded epoch is reproducible.
+Used by the readout (features recomputed per batch) and by ImageNet's unsupervised epoch. The pixels
+are moved by torchvision's functional transforms; the draws are made here, a whole batch at a time
+from a given CPU generator or torch's global one, so a seeded epoch is reproducible and a
+data-parallel rank's share gets the draws of its rows.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 #: ``"none"``, STL-10's ``RandomCrop(pad, reflect)`` + flip, ImageNet's ``RandomResizedCrop`` + flip
@@ -55,14 +56,16 @@ def augment(x: Tensor, kind: str, pad: int = 4, scale: tuple[float, float] = RES
     if B == 0:
         return x
     keep = slice(start, start + B)
+    from torchvision.transforms.v2 import functional as TF  # here: importing the package must stay cheap
+
     if kind == "resized_crop_flip":
         params = resized_crop_params(total, H, W, scale, ratio, generator)
         return resized_crop(x, *(t[keep] for t in params))
-    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    padded = TF.pad(x, [pad], padding_mode="reflect")
     offsets = torch.randint(0, 2 * pad + 1, (total, 2), generator=generator)[keep].tolist()
-    flips = (torch.rand(total, generator=generator)[keep] < 0.5).view(B, 1, 1, 1).to(x.device)
-    crops = torch.stack([padded[b, :, i:i + H, j:j + W] for b, (i, j) in enumerate(offsets)])
-    return torch.where(flips, crops.flip(-1), crops)
+    flips = (torch.rand(total, generator=generator)[keep] < 0.5).tolist()
+    crops = [TF.crop(padded[b], i, j, H, W) for b, (i, j) in enumerate(offsets)]
+    return torch.stack([TF.horizontal_flip(c) if f else c for c, f in zip(crops, flips)])
 
 
 def resized_crop_params(batch: int, height: int, width: int, scale: tuple[float, float] = RESIZED_CROP_SCALE,
@@ -113,16 +116,18 @@ def resized_crop_params(batch: int, height: int, width: int, scale: tuple[float,
 def resized_crop(x: Tensor, top: Tensor, left: Tensor, h: Tensor, w: Tensor, flip: Tensor) -> Tensor:
     """Each image's box ``x[b, :, top:top+h, left:left+w]`` resized bilinearly to ``x``'s ``H x W``, maybe flipped.
 
-    Per image ``F.interpolate(box, (H, W), mode="bilinear", align_corners=False)``: torchvision's tensor
-    ``resized_crop``. Its antialias never acts here, since a box is never larger than the image, so
-    every resize is an upsampling, where PIL's bilinear filter (the reference code's) is the same
-    interpolation up to PIL's rounding to uint8. Only pixels inside the box are read. Measured on a
-    32 x 3 x 160 x 160 batch on one CPU thread: this loop 7 ms; one batched ``grid_sample`` 9-13 ms
-    (and not bit-equal to ``F.interpolate``); a batched separable gather + lerp 22 ms.
+    torchvision's ``resized_crop`` and ``horizontal_flip`` (``transforms.v2.functional``) per image, with
+    the draws above: torchvision's ``RandomResizedCrop`` draws from the global generator image by image,
+    which would tie the crops to the number of processes and loader workers. Antialiasing is off: a box
+    is never larger than the image, so every resize is an upsampling, where it does not act (with it on,
+    torch's antialiased kernel rounds differently, by 1e-5) and PIL's bilinear filter (the reference
+    code's) is the same interpolation up to PIL's rounding to uint8. Only pixels inside the box are read.
     """
+    from torchvision.transforms.v2 import functional as TF
+
     H, W = x.shape[-2:]
     out = torch.empty_like(x)
     for b, (i, j, hb, wb, f) in enumerate(zip(top.tolist(), left.tolist(), h.tolist(), w.tolist(), flip.tolist())):
-        resized = F.interpolate(x[b:b + 1, :, i:i + hb, j:j + wb], size=(H, W), mode="bilinear", align_corners=False)
-        out[b] = resized[0].flip(-1) if f else resized[0]
+        resized = TF.resized_crop(x[b], i, j, hb, wb, [H, W], antialias=False)
+        out[b] = TF.horizontal_flip(resized) if f else resized
     return out

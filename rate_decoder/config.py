@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from .augment import AUGMENTATIONS
-from .data import INPUT_NORMALISATIONS, UNSUPERVISED_SPLITS
+from .data import IMAGE_DECODERS, INPUT_NORMALISATIONS, UNSUPERVISED_SPLITS
 from .rules import NORMALISATIONS
 from .validation import (ANY_TEXT, AT_LEAST_ONE, DROPOUT, FLAG, NON_NEGATIVE, NON_NEGATIVE_INT, ODD_INT, POSITIVE, POSITIVE_INT, TEXT,
                          ConfigError, Record, instance_of, is_int, is_number, must_be, one_of, optional, spec)
@@ -42,7 +42,7 @@ DEPRECATED_MODES = {"simultaneous": "consecutive"}
 #: dtype of the Hebbian layers' large products (weights and updates stay fp32)
 PRECISIONS = ("fp32", "bf16")
 #: the block activations of :func:`rate_decoder.activations.make_activation`
-ACTIVATIONS = ("triangle", "repu", "relu", "softmax")
+ACTIVATIONS = ("triangle", "repu", "relu", "tanh", "softmax")
 POOL_KINDS = ("max", "avg")
 #: the ``seed`` range: numpy's seed sequences take no negative seed, torch's generator no seed of 2**64 or more
 SEED_LIMIT = 2**32
@@ -225,8 +225,9 @@ class RunConfig(Record):
     ``DeprecationWarning``). ``n_train`` / ``n_test`` take the first N images (``None``: all),
     ``readout_epochs`` overrides the preset's, ``data_dir`` is where datasets are looked up
     (``None``: ``$SOFTHEBB_DATA``, see :func:`rate_decoder.data.data_dir`), ``download`` lets
-    torchvision fetch them, and ``synapse`` names a device model of :mod:`hardware_models` that the
-    Hebbian layers learn through (``None``: exact float weights).
+    torchvision fetch them, ``synapse`` names a device model of :mod:`hardware_models` that the
+    Hebbian layers learn through (``None``: exact float weights), and ``image_decoder`` decodes an
+    image folder's files (:class:`rate_decoder.data.ImageFolderImages`).
     """
 
     preset: Preset = spec(instance_of(Preset))
@@ -241,6 +242,7 @@ class RunConfig(Record):
     data_dir: str | None = spec(optional(TEXT), None)
     download: bool = spec(FLAG, False)
     synapse: str | None = spec(optional(TEXT), None)
+    image_decoder: str = spec(one_of(IMAGE_DECODERS, "image decoder"), "pil")
 
     @classmethod
     def _nested(cls) -> dict:

@@ -12,12 +12,13 @@ The data directory comes from :func:`data_dir` alone: there is no default path.
 
 ``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
 ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), each file
-resized to the preset's image size, ``Resize((S, S))`` without a centre crop: docs/algorithm.md §5's test-time
+decoded (``torchvision.io``, or PIL) and resized to the preset's image size, ``Resize((S, S))`` without a centre crop: docs/algorithm.md §5's test-time
 preparation of both (the readout's training images are then augmented per batch, see
 :func:`rate_decoder.augment.augment`). Its :meth:`Dataset.subset` is class-balanced, not the first N files. When its
 decoded pixels would exceed :data:`IMAGE_MEMORY_BUDGET` (ImageNet at 160 px: 98 GB) both splits stay
 on disk as :class:`ImageFolderImages`, which index like the tensors they stand for and decode each
-batch when it is asked for. Pixels stay uint8 and become floats in [0, 1] per batch
+batch when it is asked for; :func:`iter_batches` reads batches through a ``torch.utils.data.DataLoader``
+whose workers decode files. Pixels stay uint8 and become floats in [0, 1] per batch
 (:func:`to_float`): the first block's batch norm is what standardises them (docs/algorithm.md §5); the
 ImageNet presets also apply ImageNet's mean/std, as the reference code's ``Normalize`` does.
 """
@@ -26,9 +27,7 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,48 +48,54 @@ TORCHVISION = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "
 #: an ImageFolder tree whose decoded pixels (train + val, N*C*H*W bytes) exceed this many bytes is streamed
 #: from disk instead of loaded (ImageNette at 160 px, 1.0 GB, is loaded; ImageNet, 98 GB, is streamed)
 IMAGE_MEMORY_BUDGET = 2 * 2**30
-#: decoding threads: PIL releases the GIL while it decodes and resizes, so a few threads scale
-DECODE_THREADS = min(8, os.cpu_count() or 1)
+#: DataLoader worker processes that decode image files, per training process: a worker decodes whole batches
+LOADER_WORKERS = min(8, os.cpu_count() or 1)
+#: how image files are decoded (:class:`ImageFolderImages`); docs/data.md "Decoding" gives their speeds
+IMAGE_DECODERS = ("pil", "torchvision")
 
 
 class DataError(ValueError):
     """A dataset is missing, corrupt or malformed."""
 
 
-@cache
-def _decode_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="softhebb-decode")
-
-
 class ImageFolderImages:
     """Image files that index like the uint8 tensor ``(N, 3, S, S)`` of their decoded, resized pixels.
 
     ``len(x)``, ``x.shape``, ``x.dtype``, ``x[i:j]``, ``x[index_tensor]`` (any order, as the shuffled
-    unsupervised epoch asks) and ``x.index_select(0, index)`` return uint8 tensors decoded on demand
-    (PIL, ``Resize((S, S))`` then ``PILToTensor``: the pixels torchvision's ``ImageFolder`` gives), so a
-    dataset larger than memory can be trained on. A batch is decoded by a small thread pool. A file
-    PIL cannot read raises :class:`DataError` naming it.
+    unsupervised epoch asks) and ``x.index_select(0, index)`` return uint8 tensors decoded on demand, in
+    the calling process, so a dataset larger than memory can be trained on; :func:`iter_batches` decodes
+    batches in DataLoader workers. A file that cannot be read raises :class:`DataError` naming it.
+
+    ``decoder="pil"``: PIL, ``Resize((S, S))`` then ``PILToTensor``, the pixels torchvision's
+    ``ImageFolder`` gives. ``"torchvision"``: ``torchvision.io.decode_image`` (RGB) and ``Resize((S, S),
+    antialias=True)`` on the uint8 tensor, about twice as fast (docs/data.md "Decoding"), within one grey
+    level of PIL's pixels (their resampling rounds differently); a format torchvision.io does not read
+    (BMP, TIFF, ...) goes through PIL. It is not the default because torchvision 0.29 deprecates its
+    image decoders in favour of TorchCodec.
     """
 
     dtype = torch.uint8
 
-    def __init__(self, paths: Sequence[str | os.PathLike], image_size: int):
+    def __init__(self, paths: Sequence[str | os.PathLike], image_size: int, decoder: str = "pil"):
         from torchvision import transforms
 
+        if decoder not in IMAGE_DECODERS:
+            raise ValueError(f"unknown image decoder {decoder!r}; choose one of {IMAGE_DECODERS}")
         self.paths = [str(p) for p in paths]
         self.image_size = image_size
+        self.decoder = decoder
         self.shape = torch.Size((len(self.paths), 3, image_size, image_size))
-        self._transform = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
+        self._pil_transform = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.PILToTensor()])
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __repr__(self) -> str:
-        return f"ImageFolderImages({len(self)} files, shape={tuple(self.shape)})"
+        return f"ImageFolderImages({len(self)} files, shape={tuple(self.shape)}, decoder={self.decoder!r})"
 
     def take(self, index: Tensor) -> "ImageFolderImages":
         """The images at ``index`` (1-D integer positions), still on disk: what ``tensor[index]`` is for a subset."""
-        return ImageFolderImages([self.paths[i] for i in index.tolist()], self.image_size)
+        return ImageFolderImages([self.paths[i] for i in index.tolist()], self.image_size, self.decoder)
 
     def __getitem__(self, key) -> Tensor:
         if isinstance(key, slice):
@@ -110,18 +115,21 @@ class ImageFolderImages:
 
     def _read(self, positions: Sequence[int]) -> Tensor:
         out = torch.empty((len(positions), *self.shape[1:]), dtype=torch.uint8)
-
-        def load(k: int) -> None:
-            out[k] = self._decode(self.paths[positions[k]])
-
-        if len(positions) == 1:
-            load(0)
-        else:
-            for _ in _decode_pool().map(load, range(len(positions))):
-                pass  # consumed so that a worker's DataError is raised here
+        for k, position in enumerate(positions):
+            out[k] = self._decode(self.paths[position])
         return out
 
     def _decode(self, path: str) -> Tensor:
+        if self.decoder == "torchvision":
+            from torchvision.io import ImageReadMode, decode_image, read_file
+            from torchvision.transforms.v2.functional import resize
+
+            try:
+                pixels = decode_image(read_file(path), mode=ImageReadMode.RGB)
+            except (RuntimeError, ValueError, OSError):
+                pass  # a format torchvision.io does not read, or a broken file: PIL reads it or names the problem
+            else:
+                return resize(pixels, [self.image_size, self.image_size], antialias=True)
         from PIL import Image
 
         try:
@@ -129,30 +137,61 @@ class ImageFolderImages:
                 rgb = img.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise DataError(f"image file {path} is corrupt or unreadable ({type(err).__name__}: {err})") from None
-        return self._transform(rgb)
+        return self._pil_transform(rgb)
 
 
 Images = Tensor | ImageFolderImages
 
 
-def iter_batches(images: Images, indices: Iterable) -> Iterator[Tensor]:
-    """``images[idx]`` for each ``idx`` in turn; files are decoded one batch ahead, while the caller computes.
+class _Batches(torch.utils.data.Dataset):
+    """``images`` as a map-style dataset that serves whole batches (``__getitems__``), not single images.
 
-    A tensor is simply indexed (no thread, no copy beyond indexing itself).
+    A batch index (a tensor, array or slice) is passed to ``images[...]`` as it is, so a batch read
+    through the DataLoader is the very tensor indexing would give. A :class:`DataError` comes back as the
+    batch and is raised by :func:`iter_batches`, so the caller sees its own message, not a worker's traceback.
     """
-    if isinstance(images, Tensor):
-        for idx in indices:
-            yield images[idx]
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="softhebb-prefetch") as ahead:
-        pending = None
-        for idx in indices:
-            future = ahead.submit(images.__getitem__, idx)
-            if pending is not None:
-                yield pending.result()
-            pending = future
-        if pending is not None:
-            yield pending.result()
+
+    def __init__(self, images: Images):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.__getitems__(index)
+
+    def __getitems__(self, index):
+        try:
+            if isinstance(self.images, Tensor) and isinstance(index, Tensor):
+                return self.images.index_select(0, index)  # 3x faster than [index] on cached features
+            return self.images[index]
+        except DataError as err:
+            return err
+
+
+def _as_is(batch):
+    return batch
+
+
+def iter_batches(images: Images, indices: Iterable, workers: int | None = None, device=None) -> Iterator[Tensor]:
+    """``images[idx]`` for each ``idx`` of ``indices`` in turn, through a ``torch.utils.data.DataLoader``.
+
+    ``indices`` is the DataLoader's batch sampler (the epoch order and each rank's share are computed
+    from the seed elsewhere, so that greedy layers, resumed runs and data-parallel ranks see the same
+    batches). Image files are decoded by ``workers`` worker processes (default :data:`LOADER_WORKERS`),
+    each a whole batch, a few batches ahead of the caller; in-memory tensors are indexed in this process
+    (a worker would only add a copy). For a CUDA ``device`` the batches come in page-locked memory, so
+    their copies to the GPU (``to_float(..., non_blocking=True)``) overlap compute.
+    """
+    files = isinstance(images, ImageFolderImages)
+    workers = (LOADER_WORKERS if workers is None else workers) if files else 0
+    loader = torch.utils.data.DataLoader(_Batches(images), batch_sampler=indices, collate_fn=_as_is,
+                                         num_workers=workers,
+                                         pin_memory=device is not None and torch.device(device).type == "cuda")
+    for batch in loader:
+        if isinstance(batch, DataError):
+            raise batch
+        yield batch
 
 
 #: the fixed seed of :func:`balanced_subset_index`: a subset must not change with the run's seed, so that
@@ -321,6 +360,19 @@ def _images(x: np.ndarray, key: str, source: str) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
+#: images per batch when an ImageFolder split is loaded into memory
+_LOAD_BATCH = 64
+
+
+def _load_all(images: ImageFolderImages) -> Tensor:
+    """Every image of ``images`` decoded into one uint8 tensor, batches decoded by :func:`iter_batches`' workers."""
+    out = torch.empty(images.shape, dtype=torch.uint8)
+    starts = range(0, len(images), _LOAD_BATCH)
+    for start, batch in zip(starts, iter_batches(images, [slice(i, i + _LOAD_BATCH) for i in starts])):
+        out[start:start + len(batch)] = batch
+    return out
+
+
 def load_npz(path: str | os.PathLike) -> Dataset:
     """Read and check a dataset archive (format in the module docstring)."""
     path = Path(path)
@@ -393,11 +445,13 @@ def _torchvision(name: str, root: Path, download: bool, unlabeled: bool = False)
     return Dataset(name, *splits["train"], *splits["test"], list(getattr(ds, "classes", [])), unlabeled_images)
 
 
-def _imagefolder(root: Path, image_size: int, memory_budget: int | None = None) -> Dataset:
+def _imagefolder(root: Path, image_size: int, memory_budget: int | None = None,
+                 decoder: str = "pil") -> Dataset:
     """The ``train/`` and ``val/`` splits of an ImageFolder tree, loaded if their pixels fit ``memory_budget``.
 
     ``memory_budget`` defaults to :data:`IMAGE_MEMORY_BUDGET` (read at call time); a larger tree stays on
-    disk as :class:`ImageFolderImages`. Loading goes through the same decoder, so both give the same pixels.
+    disk as :class:`ImageFolderImages`. Loading goes through the same decoder (in DataLoader workers,
+    :func:`iter_batches`), so both give the same pixels.
     """
     import torchvision
 
@@ -418,10 +472,10 @@ def _imagefolder(root: Path, image_size: int, memory_budget: int | None = None) 
         only_one = sorted(set(train.classes) ^ set(val.classes))
         raise DataError(f"{root}: train/ and val/ hold different class folders (only in one: {only_one[:5]}"
                         f"{' ...' if len(only_one) > 5 else ''}), so their labels would not match")
-    images = {s: ImageFolderImages([p for p, _ in ds.samples], image_size) for s, ds in splits.items()}
+    images = {s: ImageFolderImages([p for p, _ in ds.samples], image_size, decoder) for s, ds in splits.items()}
     budget = IMAGE_MEMORY_BUDGET if memory_budget is None else memory_budget
     if sum(x.shape.numel() for x in images.values()) <= budget:
-        images = {s: x[:] for s, x in images.items()}
+        images = {s: _load_all(x) for s, x in images.items()}
     labels = {s: torch.tensor(ds.targets, dtype=torch.int64) for s, ds in splits.items()}
     return Dataset(root.name, images["train"], labels["train"], images["val"], labels["val"], train.classes,
                    class_sorted=True)
@@ -429,11 +483,12 @@ def _imagefolder(root: Path, image_size: int, memory_budget: int | None = None) 
 
 def load_dataset(name: str, directory: str | os.PathLike | None = None, download: bool = False,
                  image_size: int | None = None, unlabeled: bool = False,
-                 image_memory_budget: int | None = None) -> Dataset:
+                 image_memory_budget: int | None = None, image_decoder: str = "pil") -> Dataset:
     """Load ``name`` (digits, mnist, cifar10, cifar100, stl10, imagefolder) from the sources above.
 
     ``unlabeled`` also reads torchvision's STL-10 ``unlabeled`` split (an npz brings ``x_unlabeled`` if it has it).
     ``image_memory_budget`` (bytes, default :data:`IMAGE_MEMORY_BUDGET`): a larger ImageFolder tree is streamed.
+    ``image_decoder``: an ImageFolder tree's decoder, one of :data:`IMAGE_DECODERS` (see :class:`ImageFolderImages`).
     """
     if name == "digits":
         return load_digits()
@@ -441,7 +496,7 @@ def load_dataset(name: str, directory: str | os.PathLike | None = None, download
     if name == "imagefolder":
         if d is None or not d.is_dir():
             raise DataError(f"imagefolder datasets need --data-dir pointing to a tree with train/ and val/ (got {d})")
-        return _imagefolder(d, image_size, image_memory_budget)
+        return _imagefolder(d, image_size, image_memory_budget, image_decoder)
     if d is not None and not download:
         if not d.is_dir():
             raise DataError(f"data directory {d} (from --data-dir or SOFTHEBB_DATA) does not exist")

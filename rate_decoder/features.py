@@ -189,7 +189,8 @@ def extract_features(net: SoftHebbNet, images: Images, batch_size: int | None = 
         out, done = checkpoint.open(len(rows), n_features, dtype)
     last_record = time.monotonic()
     starts = range(done, len(rows), batch_size)
-    batches = iter_batches(images, (slice(rows.start + i, rows.start + min(i + batch_size, len(rows))) for i in starts))
+    batches = iter_batches(images, (slice(rows.start + i, rows.start + min(i + batch_size, len(rows))) for i in starts),
+                           device=device)
     for i, x in zip(tqdm(starts, desc=desc, disable=not progress, mininterval=2.0, unit="batch"), batches):
         f = net.features(to_float(x, device, normalize)).flatten(1)
         if not torch.isfinite(f).all():

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .data import Images
+from .data import Images, iter_batches
 from .distributed import SINGLE, Distributed, shard_rows
 from .network import SoftHebbNet
 
@@ -65,8 +65,8 @@ def accuracy(logits_fn: Callable[[Tensor], Tensor], features: Tensor | Images, l
     for images it converts one batch at a time, so the whole set never exists as floats.
     """
     correct = 0
-    for i in range(0, len(features), batch_size):
-        batch = features[i:i + batch_size]
+    starts = range(0, len(features), batch_size)
+    for i, batch in zip(starts, iter_batches(features, [slice(i, i + batch_size) for i in starts], device=device)):
         logits = logits_fn(batch.to(device, torch.float32) if prepare is None else prepare(batch))
         correct += (logits.argmax(1).cpu() == labels[i:i + batch_size]).sum().item()
     return correct / max(1, len(features))
@@ -107,11 +107,10 @@ def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_label
         order = torch.randperm(len(train_features))
         head.train()
         sums = torch.zeros(2, dtype=torch.float64)  # summed loss, correct
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            rows = shard_rows(ctx, len(idx))
-            idx = torch.from_numpy(ctx.shard(idx.numpy()))
-            f = train_features.index_select(0, idx)  # 3x faster than [idx] here
+        starts = range(0, len(order), batch_size)
+        shares = [torch.from_numpy(ctx.shard(order[i:i + batch_size].numpy())) for i in starts]
+        for i, idx, f in zip(starts, shares, iter_batches(train_features, shares, device=device)):
+            rows = shard_rows(ctx, len(order[i:i + batch_size]))
             if feature_fn is None:
                 f = f.to(device, torch.float32)
             else:

@@ -216,7 +216,7 @@ def load_data(config: RunConfig, data_dir=None, n_test: int | None = None, train
     p = config.preset
     unlabeled = train and config.has_unsupervised_phase and p.unsupervised.split == "unlabeled"
     data = load_dataset(p.dataset, data_dir if data_dir is not None else config.data_dir, config.download and train,
-                        p.image_size, unlabeled=unlabeled)
+                        p.image_size, unlabeled=unlabeled, image_decoder=config.image_decoder)
     data = data.subset(config.n_train if train else 0, n_test if n_test is not None else config.n_test)
     check_dataset(data, p)
     return data
@@ -328,7 +328,6 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
     if s.progress["readout_epoch"] >= epochs:
         return
     t, net = time.perf_counter(), s.net
-    feature_fn = None
     fingerprint = network_fingerprint(net)
     saved = {split: FeatureCheckpoint(s.path.parent / f"features_{split}.bin", fingerprint, s.checkpoint_every_s)
              for split in ("train", "test")}
@@ -336,6 +335,7 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
         train_f = extract_features_sharded(net, data.x_train, s.ctx, device=device, progress=progress,
                                            desc="train features", cache_dir=s.path.parent,
                                            checkpoint=saved["train"])
+        feature_fn = None
     else:
         train_f, normalize = data.x_train, s.config.preset.normalize
 

@@ -114,7 +114,7 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
         learning = net.blocks if stage is None else [net.blocks[stage]]
         first = start_batch if stage == stages[0] else 0
         with torch.no_grad():
-            batch_images = iter_batches(images, (torch.from_numpy(ctx.shard(idx)) for idx in batches[first:]))
+            batch_images = iter_batches(images, (torch.from_numpy(ctx.shard(idx)) for idx in batches[first:]), device=device)
             for k, x in enumerate(tqdm(batch_images, desc=label, disable=not progress, mininterval=2.0, unit="batch",
                                        total=len(batches), initial=first), start=first):
                 x = to_float(x, device, normalize)
@@ -189,7 +189,7 @@ def fit_batch_norms(net: SoftHebbNet, images: Images, mode: str = "greedy", batc
         label = "batch norms (all layers)" if stage is None else f"batch norm {stage + 1}/{len(net.blocks)}"
         indices = (torch.from_numpy(np.concatenate([batches[k] for k in chunk])) for chunk in chunks)
         for chunk, x in zip(tqdm(chunks, desc=label, disable=not progress, mininterval=2.0, unit="chunk"),
-                            iter_batches(images, indices)):
+                            iter_batches(images, indices, device=device)):
             x = to_float(x, device, normalize)
             sizes = [len(batches[k]) for k in chunk]
             if augmentation != "none":

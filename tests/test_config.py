@@ -52,7 +52,7 @@ def test_records_are_frozen_and_replace_checks_again():
     ("lr_power", -1.0, "lr_power must be a finite number >= 0, got -1.0"),
     ("radius", -25.0, "radius must be a positive finite number"),
     ("activation_power", 0.0, "activation_power must be a positive finite number"),
-    ("activation", "tanh", "unknown activation 'tanh'; choose one of triangle, repu, relu"),
+    ("activation", "sigmoid", "unknown activation 'sigmoid'; choose one of triangle, repu, relu, tanh, softmax"),
     ("pool", "max_4_2", "pooling 'max_4_2' is not of the form"),
     ("pool", "min_2_2_0", "unknown pooling type 'min'"),
     ("pool", "max_2_2_3", "0 <= padding <= kernel // 2"),

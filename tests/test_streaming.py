@@ -110,11 +110,38 @@ def test_corrupt_image_file_is_named(tmp_path):
     bad = [i for i, p in enumerate(streamed.x_train.paths) if p.endswith("x.png")]
     assert streamed.x_train[:bad[0]].shape[0] == bad[0]  # the readable files still read
     with pytest.raises(DataError, match=r"x\.png"):
-        streamed.x_train[torch.tensor([0, bad[0], 1])]  # decoded by the thread pool: its error reaches the caller
+        streamed.x_train[torch.tensor([0, bad[0], 1])]
+    batches = [torch.tensor([0]), torch.tensor([1, bad[0]])]
+    with pytest.raises(DataError, match=r"x\.png is corrupt or unreadable \("):  # the worker's error, as raised there
+        list(iter_batches(streamed.x_train, batches, workers=2))
     good = root / "train" / "dog" / "0.png"
     good.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])  # truncated PNG
     with pytest.raises(DataError, match=r"dog.0\.png is corrupt"):
         streamed.x_train[streamed.x_train.paths.index(str(good)):]
+
+
+@pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+def test_torchvision_decoder_is_within_one_grey_level_of_pil(tmp_path):
+    """The opt-in torchvision.io decoder resamples with other rounding, never by more than one level."""
+    root = make_tree(tmp_path / "tree")
+    pil = load_dataset("imagefolder", root, image_size=SIZE, image_memory_budget=0)
+    fast = load_dataset("imagefolder", root, image_size=SIZE, image_memory_budget=0, image_decoder="torchvision")
+    a, b = pil.x_train[:].int(), fast.x_train[:].int()
+    assert (a - b).abs().max() <= 1 and (a != b).float().mean() < 0.1
+    with pytest.raises(ValueError, match="unknown image decoder 'jpeg'"):
+        ImageFolderImages(pil.x_train.paths, SIZE, decoder="jpeg")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_batches_equal_indexing(tmp_path, workers):
+    """iter_batches through the DataLoader (in process or in workers) gives images[idx] for every idx, in order."""
+    root = make_tree(tmp_path / "tree")
+    x = load_dataset("imagefolder", root, image_size=SIZE, image_memory_budget=0).x_train
+    reference = x[:]
+    order = [torch.tensor([3, 1]), slice(4, 9), torch.tensor([10]), torch.tensor([0, 2, 4, 11])]
+    got = list(iter_batches(x, order, workers=workers))
+    assert all(torch.equal(a, reference[i]) for a, i in zip(got, order, strict=True))
+    assert all(torch.equal(a, reference[i]) for a, i in zip(iter_batches(reference, order), order, strict=True))
 
 
 @pytest.mark.parametrize("rule, augment_kind", [("softhebb", "none"), ("softhebb", "crop_flip"), ("backprop", "none")])

@@ -1,0 +1,44 @@
+"""The paper-figure driver: the R1 count, the configurations it builds, and a quick end-to-end table."""
+import json
+
+import pytest
+import torch
+
+from experiments import paper_figures
+
+
+def test_r1_share_counts_norms_within_tolerance_of_one_in_every_layer(tmp_path):
+    w1 = torch.zeros(3, 1, 2, 2)
+    w1[0, 0, 0, 0], w1[1, 0, 0, 0], w1[2, 0, 0, 0] = 1.0, 1.05, 2.0  # R1, R1, not
+    w2 = torch.zeros(2, 3, 1, 1)
+    w2[0, 0, 0, 0], w2[1, 1, 0, 0] = 0.8, -1.0  # not (0.2 away), R1 (the sign does not matter)
+    torch.save({"net": {"blocks.0.conv.weight": w1, "blocks.1.conv.weight": w2, "blocks.0.bn.weight": torch.ones(3)}},
+               tmp_path / "checkpoint.pt")
+    assert paper_figures.r1_share(tmp_path / "checkpoint.pt") == pytest.approx(3 / 5)
+
+
+def test_configurations_change_what_the_figure_names_and_nothing_else():
+    base = paper_figures.load_preset("cifar10", 3)
+    points = paper_figures.configurations("temperature", 3)
+    assert [p.layers[1].inverse_temperature for _, p, _ in points] == list(paper_figures.INVERSE_TEMPERATURES)
+    for _, preset, _ in points:
+        assert all(layer.inverse_temperature == preset.layers[0].inverse_temperature for layer in preset.layers)
+        assert [layer.lr for layer in preset.layers] == [layer.lr for layer in base.layers]
+    acts = {label: p for label, p, _ in paper_figures.configurations("activations", 3)}
+    assert acts["triangle"] == base and {layer.activation for layer in acts["tanh"].layers} == {"tanh"}
+    assert {(layer.activation, layer.activation_power) for layer in acts["repu"].layers} == {("repu", 0.7)}
+    assert {layer.inverse_temperature for layer in acts["softmax"].layers} == {4.0}
+
+
+def test_a_quick_temperature_table_on_digits(tmp_path):
+    argv = ["--figure", "temperature", "--preset", "digits", "--points", "t1", "t0.25", "--seeds", "0",
+            "--readout-epochs", "3", "--runs", str(tmp_path)]
+    paper_figures.main(argv)
+    out = tmp_path / "temperature_digits_L1"
+    rows = json.loads((out / "table.json").read_text())
+    assert [r["label"] for r in rows] == ["t1", "t0.25"]
+    assert all(0 <= r["seeds"]["0"]["r1_share"] <= 1 and r["seeds"]["0"]["test_acc"] > 50 for r in rows)
+    assert (out / "figure.png").stat().st_size > 0 and "| t0.25 |" in (out / "table.md").read_text()
+    before = (out / "t1_s0" / "metrics.json").stat().st_mtime_ns
+    paper_figures.main(argv)  # finished runs are read back, not run again
+    assert (out / "t1_s0" / "metrics.json").stat().st_mtime_ns == before
