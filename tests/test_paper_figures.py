@@ -42,3 +42,24 @@ def test_a_quick_temperature_table_on_digits(tmp_path):
     before = (out / "t1_s0" / "metrics.json").stat().st_mtime_ns
     paper_figures.main(argv)  # finished runs are read back, not run again
     assert (out / "t1_s0" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_receptive_fields_have_the_paper_geometry_and_raise_their_neuron():
+    """Unpadded geometry gives the paper's 5 / 12 / 26 px; the ascent's inputs drive their own channel's u
+    above what uniform random inputs of the same size do (it would not if the gradient's sign or the
+    channel index were wrong)."""
+    from experiments import receptive_fields as rf
+    from rate_decoder.network import SoftHebbNet
+
+    torch.manual_seed(0)
+    net = SoftHebbNet(paper_figures.load_preset("cifar10", 3, width_factor=1 / 16)).eval()
+    assert [rf.receptive_field(net, layer) for layer in (1, 2, 3)] == [5, 12, 26]
+    channels = rf.chosen_neurons(net, 2, 8, seed=0)
+    assert len(set(channels.tolist())) == 8
+    best = rf.maximise(net, 2, channels, steps=60)
+    assert best.shape == (8, 3, 12, 12) and best.min() >= 0 and best.max() <= 1
+    with torch.no_grad():
+        u_best = rf.preactivation(net, 2, best)[torch.arange(8), torch.as_tensor(channels), 0, 0]
+        noise = torch.rand(64, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+        u_noise = rf.preactivation(net, 2, noise)[:, torch.as_tensor(channels), 0, 0]
+    assert (u_best > u_noise.max(dim=0).values).float().mean() >= 0.75
