@@ -95,7 +95,9 @@ class LayerSpec(Record):
     """One hidden block: ``BN -> SoftHebb conv (kernel, neurons) -> activation -> pooling`` (docs/algorithm.md §2-3).
 
     ``gain_tau`` is the time constant, in batches, of an update normalisation with a running gain
-    (``homeostatic``, ``modulated``, ``peak``; the others ignore it).
+    (``homeostatic``, ``modulated``, ``peak``; the others ignore it). ``padding`` is the convolution's
+    reflect padding; unset, the map keeps its size (the paper's presets); the reference code's hard-WTA
+    preset pads less (preset ``cifar10-4hard``).
     """
 
     out_channels: int = spec(POSITIVE_INT)
@@ -109,6 +111,17 @@ class LayerSpec(Record):
     pre_triangle: bool = spec(FLAG, False)
     radius: float = spec(POSITIVE, 25.0, number=True)
     gain_tau: float = spec(AT_LEAST_ONE, 100.0, number=True)
+    padding: int | None = spec(optional(NON_NEGATIVE_INT), None)
+
+    def _consistency(self) -> list[str]:
+        if self.padding is not None and is_int(self.kernel_size) and self.padding > self.kernel_size // 2:
+            return [f"padding {self.padding} exceeds half the kernel ({self.kernel_size}): the map would grow"]
+        return []
+
+    @property
+    def conv_padding(self) -> int:
+        """Reflect padding of the convolution: ``padding``, or ``(k - 1) / 2`` (same size) when unset."""
+        return (self.kernel_size - 1) // 2 if self.padding is None else self.padding
 
     def _source(self) -> str:
         return "layer"

@@ -52,9 +52,10 @@ def ring_all_reduce_seconds(nbytes: float, world: int, link: Interconnect) -> fl
 
 
 def layer_geometry(preset: Preset) -> list[dict]:
-    """Per block: input channels ``C`` and spatial size ``H x W`` (square), kernels ``K``, kernel size ``k``."""
+    """Per block: input channels ``C``, the convolution's output size ``H x W`` (square), kernels ``K``, kernel size ``k``."""
     size, channels, out = preset.image_size, preset.in_channels, []
     for spec in preset.layers:
+        size = size + 2 * spec.conv_padding - spec.kernel_size + 1
         out.append({"C": channels, "H": size, "K": spec.out_channels, "k": spec.kernel_size})
         _, k, s, p = parse_pool(spec.pool)
         size = (size + 2 * p - k) // s + 1
@@ -63,7 +64,7 @@ def layer_geometry(preset: Preset) -> list[dict]:
 
 
 def conv_flops(layer: dict, images: float) -> float:
-    """FLOPs of one stride-1 same-size convolution of a block over ``images`` images (2 per multiply-add)."""
+    """FLOPs of one stride-1 convolution of a block over ``images`` images (2 per multiply-add)."""
     return 2.0 * images * layer["H"] ** 2 * layer["K"] * layer["C"] * layer["k"] ** 2
 
 

@@ -171,11 +171,13 @@ class SoftHebbConv2d(_Plastic):
         synapse: device backend for the weight changes (``None``: exact float).
         compute_dtype: dtype of the two large products (``torch.bfloat16`` halves their time on CPUs
             with AVX512-BF16); weights, softmax and updates stay in ``dtype``. ``None``: ``dtype``.
+        padding: reflect padding in pixels, at most ``(k - 1) / 2``; ``None`` (default) keeps the map's size.
 
     The weights are drawn normal with std ``radius / sqrt(C k^2)`` (docs/algorithm.md §2.8): every block
     batch-normalises its input, so the patches are centred and signed weights fit them.
 
-    Shape: input ``(B, in_channels, H, W)``, output ``(B, out_channels, H, W)``.
+    Shape: input ``(B, in_channels, H, W)``, output ``(B, out_channels, H', W')``, ``H' = H + 2 padding - k + 1``
+    (``H`` with the default padding).
 
     Example::
 
@@ -188,7 +190,8 @@ class SoftHebbConv2d(_Plastic):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, inverse_temperature: float = 1.0,
                  lr: float = 0.08, lr_power: float = 0.5, rule: str = "softhebb",
                  normalisation: str | rules.Normalisation = "global", radius: float = 25.0,
-                 pre_triangle: bool = False, synapse=None, compute_dtype=None, device=None, dtype=None):
+                 pre_triangle: bool = False, synapse=None, compute_dtype=None, device=None, dtype=None,
+                 padding: int | None = None):
         super().__init__()
         self.in_channels = _positive_int("in_channels", in_channels)
         self.out_channels = _positive_int("out_channels", out_channels)
@@ -197,7 +200,11 @@ class SoftHebbConv2d(_Plastic):
             raise ValueError(f"kernel_size must be odd for same-size reflect padding, got {kernel_size}")
         if compute_dtype is not None and not isinstance(compute_dtype, torch.dtype):
             raise ValueError(f"compute_dtype must be None or a torch.dtype, got {compute_dtype!r}")
-        self.padding = (self.kernel_size - 1) // 2
+        same = (self.kernel_size - 1) // 2
+        if padding is not None and (isinstance(padding, bool) or not isinstance(padding, int)
+                                    or not 0 <= padding <= same):
+            raise ValueError(f"padding must be an integer in [0, {same}] for kernel_size {kernel_size}, got {padding!r}")
+        self.padding = same if padding is None else padding
         self.pre_triangle = _bool("pre_triangle", pre_triangle)
         self.compute_dtype = compute_dtype
         self._setup(inverse_temperature, lr, lr_power, rule, normalisation, radius, synapse)
@@ -236,7 +243,8 @@ class SoftHebbConv2d(_Plastic):
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " + self._extra()
-        return s + (", pre_triangle=True" if self.pre_triangle else "")
+        s += ", pre_triangle=True" if self.pre_triangle else ""
+        return s + (f", padding={self.padding}" if self.padding != (self.kernel_size - 1) // 2 else "")
 
 
 class SoftHebbLinear(_Plastic):

@@ -45,7 +45,7 @@ class Block(nn.Module):
         self.bn = nn.BatchNorm2d(in_channels, affine=False, device=device)
         k = spec.kernel_size
         if rule == "backprop":
-            self.conv = nn.Conv2d(in_channels, spec.out_channels, k, padding=(k - 1) // 2,
+            self.conv = nn.Conv2d(in_channels, spec.out_channels, k, padding=spec.conv_padding,
                                   padding_mode="reflect", bias=False, device=device)
             activation = "relu"
         else:
@@ -53,7 +53,8 @@ class Block(nn.Module):
                 in_channels, spec.out_channels, k, inverse_temperature=spec.inverse_temperature, lr=spec.lr,
                 lr_power=spec.lr_power, rule="softhebb" if rule == "random" else rule,
                 normalisation=rules.layer_normalisation(normalisation, spec.gain_tau),
-                radius=spec.radius, pre_triangle=spec.pre_triangle, compute_dtype=compute_dtype, device=device)
+                radius=spec.radius, pre_triangle=spec.pre_triangle, compute_dtype=compute_dtype, device=device,
+                padding=spec.conv_padding)
             activation = spec.activation
         self.activation = make_activation(activation, spec.activation_power, spec.inverse_temperature)
         self.pool = make_pool(spec.pool)

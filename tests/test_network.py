@@ -21,7 +21,8 @@ def small_preset(layers=2):
 
 
 @pytest.mark.parametrize("name,features", [("cifar10", 24576), ("cifar10-1layer", 24576), ("cifar10-2layer", 24576),
-                                           ("mnist", 13824), ("digits", 64 * 4 * 4)])
+                                           ("mnist", 13824), ("digits", 64 * 4 * 4),
+                                           ("cifar10-4hard", 1536 * 2 * 2)])
 def test_preset_feature_sizes(name, features):
     net = SoftHebbNet(load_preset(name))
     assert net.head.in_features == features
@@ -118,3 +119,35 @@ def test_norms_converge_to_one_on_real_mnist(mnist):
     assert dist.mean() < 0.1 * dist0.mean()
     assert (eta < 0.35 * eta0).all()  # eta ~ sqrt(distance): a 10x smaller distance -> eta < 0.32 eta0
     assert record[-1] < record[len(record) // 2] < record[0]
+
+
+def test_a_smaller_padding_shrinks_the_map_and_learns_from_exactly_those_patches():
+    """padding p < (k-1)/2: u is the convolution of the input reflect-padded by p, and the update is the
+    linear rule on the patches of that same padded input (a rule that padded to the same size would differ)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 9, 9)
+    for p in (0, 1):
+        layer = SoftHebbConv2d(3, 6, 5, padding=p)
+        xp = torch.nn.functional.pad(x, (p,) * 4, mode="reflect") if p else x
+        u = layer(x)
+        assert u.shape == (4, 6, 9 + 2 * p - 4, 9 + 2 * p - 4)
+        torch.testing.assert_close(u, torch.nn.functional.conv2d(xp, layer.weight))
+        w = layer.weight.clone()
+        patches = rules.unfold_patches(xp, 5)
+        rows = u.permute(0, 2, 3, 1).reshape(-1, 6)
+        raw = rules.linear_update(patches, rows, rules.signed_post(rows, 1.0, dim=-1), w.reshape(6, -1))
+        expected = w.reshape(6, -1) + rules.scale_update(raw, w.reshape(6, -1), layer.lr, layer.lr_power,
+                                                         raw.abs().max() + 1e-30)
+        layer.hebbian_step(x)
+        torch.testing.assert_close(layer.weight.reshape(6, -1), expected)
+    with pytest.raises(ValueError, match=r"padding must be an integer in \[0, 2\]"):
+        SoftHebbConv2d(3, 6, 5, padding=3)
+
+
+def test_padding_in_a_preset_is_checked():
+    from rate_decoder.config import ConfigError
+
+    spec = load_preset("cifar10-4hard").layers[0]
+    assert spec.conv_padding == 1 and load_preset("cifar10").layers[0].conv_padding == 2
+    with pytest.raises(ConfigError, match="padding 3 exceeds half the kernel"):
+        dataclasses.replace(spec, padding=3)
