@@ -41,14 +41,15 @@ def _sync(device):
 
 
 def conv_macs(net: SoftHebbNet) -> list[int]:
-    """Forward MACs per image of each block's convolution (stride 1, same size)."""
+    """Forward MACs per image of each block's convolution (stride 1; one per weight and output position)."""
     macs, s = [], net.preset.image_size
     x = torch.zeros(1, net.preset.in_channels, s, s, device=net.head.weight.device)
     with torch.no_grad():
         net.eval()
         for block in net.blocks:
             w = block.conv.weight
-            macs.append(w[0].numel() * w.shape[0] * x.shape[2] * x.shape[3])
+            u = block.conv(block.bn(x))
+            macs.append(w[0].numel() * w.shape[0] * u.shape[2] * u.shape[3])
             x = block(x)
     return macs
 
