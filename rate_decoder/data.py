@@ -185,8 +185,10 @@ def iter_batches(images: Images, indices: Iterable, workers: int | None = None, 
     """
     files = isinstance(images, ImageFolderImages)
     workers = (LOADER_WORKERS if workers is None else workers) if files else 0
+    # its own generator: a DataLoader draws its workers' base seed from the one it is given, and from torch's
+    # global generator without one, which would shift every later global draw (readout shuffles, dropout)
     loader = torch.utils.data.DataLoader(_Batches(images), batch_sampler=indices, collate_fn=_as_is,
-                                         num_workers=workers,
+                                         num_workers=workers, generator=torch.Generator(),
                                          pin_memory=device is not None and torch.device(device).type == "cuda")
     for batch in loader:
         if isinstance(batch, DataError):

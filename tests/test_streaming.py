@@ -142,6 +142,11 @@ def test_dataloader_batches_equal_indexing(tmp_path, workers):
     got = list(iter_batches(x, order, workers=workers))
     assert all(torch.equal(a, reference[i]) for a, i in zip(got, order, strict=True))
     assert all(torch.equal(a, reference[i]) for a, i in zip(iter_batches(reference, order), order, strict=True))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    list(iter_batches(x, order, workers=workers))
+    assert torch.equal(torch.rand(3), expected)  # the global generator untouched: later draws are the former ones
 
 
 @pytest.mark.parametrize("rule, augment_kind", [("softhebb", "none"), ("softhebb", "crop_flip"), ("backprop", "none")])
