@@ -20,7 +20,7 @@ Figures (``--figure``), each a table and a plot in ``--out``:
 - ``convergence`` (Fig. B.3B), in the paper's hybrid mode: every batch of the supervised loader
   (batch 32) first gives the head an Adam step on the features of the weights before the update, then
   the Hebbian update. Every ``--every`` steps: the share of R1 neurons (norm within 0.1 of 1) and the
-  test accuracy of the head as it is.
+  test accuracy of the head as it is; ``--radius`` sets R (default the preset's 35).
 
 Results are kept in ``results.json`` in ``--out``, one entry per (figure, schedule, R, seed): a finished
 entry is not run again, so the command can be stopped and rerun.
@@ -146,7 +146,7 @@ def plot(figure: str, results: dict, path: Path) -> None:
         else:
             for e in entries:
                 ax.plot([c["step"] for c in e["curve"]], [100 * c["r1_share"] for c in e["curve"]],
-                        label=f"{schedule}, seed {e['seed']}")
+                        label=f"{schedule}, R {e['radius']:.3g}, seed {e['seed']}")
             ax.set_xlabel("training step (batch 32)")
             ax.set_ylabel("R1 neurons (%)")
     ax.legend()
@@ -161,7 +161,8 @@ def main(argv=None) -> None:
     ap.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--x", type=int, nargs="+", default=list(range(0, 27, 2)),
-                    help="radius: R = 1.25^(x - 10) (the paper: 0..26); convergence uses R = 35")
+                    help="radius: R = 1.25^(x - 10) (the paper: 0..26)")
+    ap.add_argument("--radius", type=float, default=35.0, help="convergence: the initial radius (the preset's 35)")
     ap.add_argument("--every", type=int, default=50, help="convergence: steps between measurements")
     ap.add_argument("--n-train", type=int, help="quick look: the first N training images (the figures use 60,000)")
     ap.add_argument("--out", required=True)
@@ -174,7 +175,9 @@ def main(argv=None) -> None:
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     data = mnist_flat(args.n_train)
-    radii = [1.25 ** (x - 10) for x in args.x] if args.figure == "radius" else [35.0]
+    if args.radius <= 0:
+        ap.error("--radius must be positive")
+    radii = [1.25 ** (x - 10) for x in args.x] if args.figure == "radius" else [args.radius]
     for schedule in args.schedules:
         for radius in radii:
             for seed in args.seeds:
