@@ -12,7 +12,7 @@ The data directory comes from :func:`data_dir` alone: there is no default path.
 
 ``digits`` is scikit-learn's bundled 8x8 digits set, the offline default. ``imagefolder`` reads a tree
 ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` (ImageNette, ImageNet), each file
-decoded (``torchvision.io``, or PIL) and resized to the preset's image size, ``Resize((S, S))`` without a centre crop: docs/algorithm.md §5's test-time
+decoded (PIL, or ``torchvision.io``) and resized to the preset's image size, ``Resize((S, S))`` without a centre crop: docs/algorithm.md §5's test-time
 preparation of both (the readout's training images are then augmented per batch, see
 :func:`rate_decoder.augment.augment`). Its :meth:`Dataset.subset` is class-balanced, not the first N files. When its
 decoded pixels would exceed :data:`IMAGE_MEMORY_BUDGET` (ImageNet at 160 px: 98 GB) both splits stay
@@ -50,7 +50,7 @@ TORCHVISION = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "
 IMAGE_MEMORY_BUDGET = 2 * 2**30
 #: DataLoader worker processes that decode image files, per training process: a worker decodes whole batches
 LOADER_WORKERS = min(8, os.cpu_count() or 1)
-#: how image files are decoded (:class:`ImageFolderImages`); docs/data.md "Decoding" gives their speeds
+#: how image files are decoded (:class:`ImageFolderImages`); docs/data.md "Loading and decoding" gives their speeds
 IMAGE_DECODERS = ("pil", "torchvision")
 
 
@@ -68,7 +68,7 @@ class ImageFolderImages:
 
     ``decoder="pil"``: PIL, ``Resize((S, S))`` then ``PILToTensor``, the pixels torchvision's
     ``ImageFolder`` gives. ``"torchvision"``: ``torchvision.io.decode_image`` (RGB) and ``Resize((S, S),
-    antialias=True)`` on the uint8 tensor, about twice as fast (docs/data.md "Decoding"), within one grey
+    antialias=True)`` on the uint8 tensor, about twice as fast (docs/data.md "Loading and decoding"), within one grey
     level of PIL's pixels (their resampling rounds differently); a format torchvision.io does not read
     (BMP, TIFF, ...) goes through PIL. It is not the default because torchvision 0.29 deprecates its
     image decoders in favour of TorchCodec.
