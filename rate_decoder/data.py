@@ -68,7 +68,7 @@ class ImageFolderImages:
 
     ``decoder="pil"``: PIL, ``Resize((S, S))`` then ``PILToTensor``, the pixels torchvision's
     ``ImageFolder`` gives. ``"torchvision"``: ``torchvision.io.decode_image`` (RGB) and ``Resize((S, S),
-    antialias=True)`` on the uint8 tensor, about twice as fast (docs/data.md "Loading and decoding"), within one grey
+    antialias=True)`` on the uint8 tensor, 1.6 times as fast (docs/data.md "Loading and decoding"), within one grey
     level of PIL's pixels (their resampling rounds differently); a format torchvision.io does not read
     (BMP, TIFF, ...) goes through PIL. It is not the default because torchvision 0.29 deprecates its
     image decoders in favour of TorchCodec.
