@@ -19,7 +19,7 @@ Figures (``--figure``), each a table and a plot in ``--out``:
   10 epochs; test accuracy against the initial radius R = 1.25^(x - 10) for ``--x`` (0..26 in the paper).
 - ``convergence`` (Fig. B.3B), in the paper's hybrid mode: every batch of the supervised loader
   (batch 32) first gives the head an Adam step on the features of the weights before the update, then
-  the Hebbian update. Every ``--every`` steps: the share of R1 neurons (norm within 0.1 of 1) and the
+  the Hebbian update. Every ``--every`` steps: the share of R1 neurons (:func:`experiments.paper_figures.r1_fraction`) and the
   test accuracy of the head as it is; ``--radius`` sets R (default the preset's 35).
 
 Results are kept in ``results.json`` in ``--out``, one entry per (figure, schedule, R, seed): a finished
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from experiments.paper_figures import r1_fraction
 from rate_decoder import configure_cpu, load_dataset, rules
 from rate_decoder.layers import SoftHebbLinear
 from rate_decoder.run import cpu_model, write_json
@@ -43,8 +44,6 @@ from rate_decoder.run import cpu_model, write_json
 HIDDEN, INVERSE_TEMPERATURE, LR, LR_POWER, FORWARD_T = 2000, 12.0, 0.045, 0.2, 5.0
 BATCH, HEAD_LR, HEAD_EPOCHS = 32, 1e-3, 10
 SCHEDULES = ("adaptive", "linear")
-#: a neuron is an R1 feature when its weight norm is within this of 1 (as experiments.paper_figures)
-R1_TOLERANCE = 0.1
 
 
 def mnist_flat(n_train: int | None = None):
@@ -65,7 +64,7 @@ def features(layer: SoftHebbLinear, x: torch.Tensor) -> torch.Tensor:
 
 
 def r1_share(layer: SoftHebbLinear) -> float:
-    return float(((rules.neuron_norms(layer.weight) - 1).abs() <= R1_TOLERANCE).double().mean())
+    return r1_fraction(rules.neuron_norms(layer.weight))
 
 
 def set_rate(layer: SoftHebbLinear, schedule: str, step: int, steps: int) -> None:

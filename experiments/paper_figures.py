@@ -59,12 +59,15 @@ def configurations(figure: str, layers: int, preset: str = "cifar10") -> list[tu
     raise ValueError(f"unknown figure {figure!r}")
 
 
-def r1_share(checkpoint: Path) -> float:
-    """The share of all Hebbian neurons (every layer) whose weight norm is within :data:`R1_TOLERANCE` of 1."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["net"]
-    norms = [w.flatten(1).norm(dim=1) for name, w in state.items() if name.endswith("conv.weight")]
-    norms = torch.cat(norms)
+def r1_fraction(norms: torch.Tensor) -> float:
+    """The share of ``norms`` (neurons' weight norms) within :data:`R1_TOLERANCE` of 1: the R1 features."""
     return float(((norms - 1).abs() <= R1_TOLERANCE).double().mean())
+
+
+def r1_share(checkpoint: Path) -> float:
+    """:func:`r1_fraction` of all Hebbian neurons (every layer) of a run's checkpoint."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["net"]
+    return r1_fraction(torch.cat([w.flatten(1).norm(dim=1) for name, w in state.items() if name.endswith("conv.weight")]))
 
 
 def run_point(directory: Path, preset: Preset, seed: int, device, n_train: int | None = None,
