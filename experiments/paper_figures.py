@@ -3,6 +3,8 @@
     python -m experiments.paper_figures --figure temperature --layers 1 --seeds 0 1 --runs results/paper_figures
     python -m experiments.paper_figures --figure temperature --layers 3 --seeds 0
     python -m experiments.paper_figures --figure activations --seeds 0 1
+    python -m experiments.paper_figures --figure width --layers 3 --seeds 0
+    python -m experiments.paper_figures --figure first-width --layers 2 --seeds 0
 
 Figures (``--figure``):
 
@@ -12,6 +14,12 @@ Figures (``--figure``):
   are either within 0.05 of 1 or above 2, so the tolerance does not decide the count).
 - ``activations`` (Appendix B.3): the 3-layer network with every block's activation replaced: ReLU,
   tanh, RePU (power 0.7), softmax (t = 4) and the preset's RePU of Triangle (the paper's values beside).
+- ``width`` (Fig. 4): layer-wise accuracy (depth 1 to ``--layers``) for the width factors 1, 2 and 4:
+  layer ``l`` has ``96 f^(l-1)`` neurons (96-96-96, 96-192-384 and the preset's 96-384-1536), every
+  other hyperparameter the preset's (the reference code's ``_wf1``/``_wf2`` presets; the paper tuned
+  each factor, so its factors 1 and 2 may score higher than these).
+- ``first-width`` (Fig. B.4): the first layer's width at 48, 96, 192 and 384 with the factor kept at
+  4 (every layer scaled by ``w / 96``), at ``--layers`` depth, hyperparameters untouched (as the paper).
 
 Each configuration is one ``softhebb train`` run (:func:`rate_decoder.run.run`, greedy, the preset's
 50-epoch readout) in ``<runs>/<figure>_<preset>_L<layers>/<label>_s<seed>``: a finished run is read back, an interrupted
@@ -35,6 +43,9 @@ from rate_decoder.run import run, write_json
 R1_TOLERANCE = 0.1
 #: inverse temperatures t of the temperature figure (tau = 1/t from 1/16 to 4)
 INVERSE_TEMPERATURES = (16.0, 8.0, 4.0, 2.0, 1.0, 0.5, 0.25)
+#: width factors of the width figure; first-layer widths of the first-width figure
+WIDTH_FACTORS = (1, 2, 4)
+FIRST_WIDTHS = (48, 96, 192, 384)
 #: the paper's Appendix B.3 accuracies (%), 3 layers
 PAPER_ACTIVATIONS = {"relu": 70.68, "tanh": 56.13, "repu": 79.08, "softmax": 54.05, "triangle": 80.31}
 
@@ -45,9 +56,24 @@ def with_layers(preset: Preset, label: str, **changes) -> Preset:
                                layers=tuple(dataclasses.replace(layer, **changes) for layer in preset.layers))
 
 
+def with_widths(preset: Preset, label: str, widths) -> Preset:
+    """``preset`` with layer ``l`` given ``widths[l]`` neurons, renamed ``<name>-<label>``."""
+    return dataclasses.replace(preset, name=f"{preset.name}-{label}",
+                               layers=tuple(dataclasses.replace(layer, out_channels=int(w))
+                                            for layer, w in zip(preset.layers, widths)))
+
+
 def configurations(figure: str, layers: int, preset: str = "cifar10") -> list[tuple[str, Preset, float | None]]:
     """``(label, preset, paper's accuracy or None)`` for every point of ``figure``."""
+    if figure == "width":
+        first = load_preset(preset, 1).layers[0].out_channels
+        return [(f"wf{f}_L{depth}", with_widths(load_preset(preset, depth), f"wf{f}",
+                                                 [first * f ** i for i in range(depth)]), None)
+                for depth in range(1, layers + 1) for f in WIDTH_FACTORS if depth > 1 or f == WIDTH_FACTORS[-1]]
     base = load_preset(preset, layers)
+    if figure == "first-width":
+        first = base.layers[0].out_channels
+        return [(f"w{w}", load_preset(preset, layers, width_factor=w / first), None) for w in FIRST_WIDTHS]
     if figure == "temperature":
         return [(f"t{t:g}", with_layers(base, f"t{t:g}", inverse_temperature=t), None) for t in INVERSE_TEMPERATURES]
     if figure == "activations":
@@ -110,6 +136,18 @@ def plot(figure: str, rows: list[dict], path: Path) -> None:
         twin = ax.twinx()
         twin.semilogx(tau, r1, "s--", color="tab:orange", label="R1 features")
         twin.set_ylabel("R1 features (%)")
+    elif figure == "width":
+        for f in WIDTH_FACTORS:
+            points = [(int(r["label"].split("_L")[1]), a) for r, a in zip(rows, acc)
+                      if r["label"].startswith(f"wf{f}_") or (r["label"] == f"wf{WIDTH_FACTORS[-1]}_L1")]
+            if points:
+                ax.plot(*zip(*sorted(points)), "o-", label=f"width factor {f}")
+        ax.set_xticks(sorted({int(r["label"].split("_L")[1]) for r in rows}))
+        ax.set_xlabel("hidden layers")
+        ax.legend()
+    elif figure == "first-width":
+        ax.semilogx([r["preset"]["layers"][0]["out_channels"] for r in rows], acc, "o-", base=2)
+        ax.set_xlabel("first layer's width (factor 4)")
     else:
         x = np.arange(len(rows))
         ax.bar(x - 0.2, acc, 0.4, label="this code")
@@ -124,9 +162,9 @@ def plot(figure: str, rows: list[dict], path: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--figure", choices=("temperature", "activations"), required=True)
+    ap.add_argument("--figure", choices=("temperature", "activations", "width", "first-width"), required=True)
     ap.add_argument("--layers", type=int, choices=(1, 2, 3), default=None,
-                    help="depth (temperature: 1 or 3; activations: 3)")
+                    help="depth (temperature: 1 or 3; activations: 3; width: the deepest)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--points", nargs="+", help="only these labels (e.g. t1 t4); the table holds every finished one")
     ap.add_argument("--runs", required=True)
@@ -135,7 +173,7 @@ def main(argv=None) -> None:
     ap.add_argument("--readout-epochs", type=int, help="quick look: fewer readout epochs (the figures use 50)")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
-    layers = args.layers or (3 if args.figure == "activations" and args.preset == "cifar10" else 1)
+    layers = args.layers or (3 if args.figure in ("activations", "width") and args.preset == "cifar10" else 1)
     out = Path(args.runs) / f"{args.figure}_{args.preset}_L{layers}"
     rows = []
     for label, preset, paper in configurations(args.figure, layers, args.preset):

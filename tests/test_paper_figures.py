@@ -1,4 +1,5 @@
 """The paper-figure driver: the R1 count, the configurations it builds, and a quick end-to-end table."""
+import dataclasses
 import json
 
 import pytest
@@ -28,6 +29,21 @@ def test_configurations_change_what_the_figure_names_and_nothing_else():
     assert acts["triangle"] == base and {layer.activation for layer in acts["tanh"].layers} == {"tanh"}
     assert {(layer.activation, layer.activation_power) for layer in acts["repu"].layers} == {("repu", 0.7)}
     assert {layer.inverse_temperature for layer in acts["softmax"].layers} == {4.0}
+
+
+def test_width_configurations_scale_only_the_widths():
+    points = {label: p for label, p, _ in paper_figures.configurations("width", 3)}
+    assert sorted(points) == ["wf1_L2", "wf1_L3", "wf2_L2", "wf2_L3", "wf4_L1", "wf4_L2", "wf4_L3"]
+    assert [layer.out_channels for layer in points["wf1_L3"].layers] == [96, 96, 96]
+    assert [layer.out_channels for layer in points["wf2_L3"].layers] == [96, 192, 384]
+    for depth in (2, 3):  # factor 4 is the preset itself; the others differ from it in the widths alone
+        base = paper_figures.load_preset("cifar10", depth)
+        assert [layer.out_channels for layer in points[f"wf4_L{depth}"].layers] == [layer.out_channels for layer in base.layers]
+        strip = [dataclasses.replace(layer, out_channels=1) for layer in base.layers]
+        assert [dataclasses.replace(layer, out_channels=1) for layer in points[f"wf1_L{depth}"].layers] == strip
+    first = {label: p for label, p, _ in paper_figures.configurations("first-width", 2)}
+    assert [layer.out_channels for layer in first["w48"].layers] == [48, 192]
+    assert [layer.out_channels for layer in first["w384"].layers] == [384, 1536]
 
 
 def test_a_quick_temperature_table_on_digits(tmp_path):
