@@ -3,6 +3,7 @@
     python -m experiments.snn_convnet --part learn --seeds 0 1 --out results/snn_convnet
     python -m experiments.snn_convnet --part infer --seeds 0 1 --sets spiking initial rate --out results/snn_convnet
     python -m experiments.snn_convnet --part score --seeds 0 1 --out results/snn_convnet
+    python -m experiments.snn_convnet --part stages --seeds 0 --n-test 100 --out results/snn_convnet
     python -m experiments.snn_convnet --part figures --seeds 0 --out results/snn_convnet
 
 * ``learn`` (per seed): layer 1 (32 neurons, 5x5, ``t`` 1) is the spiking circuit
@@ -25,6 +26,9 @@
   race pooling 4/2/1), on the first ``--n-train`` training and ``--n-test`` test images; writes the
   pooled layer-2 spike counts, the event counts and the speed. It saves shards of ``--shard`` images as
   they complete and skips them when run again: a stopped run resumes where it was, with the same draws.
+* ``stages``: the first ``--n-test`` test images through the spiking kernels, compared with the rate twin
+  stage by stage (correlation of the spike shares with the twin's values; layer 2 also against the rate
+  computation fed the spiking layer-1 output).
 * ``score``: a linear readout (the preset's: dropout 0.5, Adam, 50 epochs) trained on the spike counts
   of the ``--n-train`` training images and tested on the ``--n-test`` test images' spike counts; the rate
   twin of the same network (same kernels, ``softmax(t u)`` and max pooling, batch norms set to the same
@@ -343,6 +347,50 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
     return report
 
 
+def stages(out: Path, seed: int, args, mnist) -> dict:
+    """Where the spiking network departs from its rate twin, stage by stage, on the first ``--n-test`` test images.
+
+    Each stage's spike shares (counts / ``R T``) are correlated with the twin's value of that stage, and
+    layer 2 also with the rate computation fed the *spiking* layer-1 output (standardised as the spiking
+    relay does): that separates what layer 2's circuit gets wrong from what it inherits from layer 1.
+    """
+    kernels, standard = load_set(out, seed, "spiking")
+    net = network(args, kernels, standard)
+    net.rng = np.random.default_rng([args.seed_run, 0, 0])
+    x = (mnist.x_test[:args.n_test].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
+    res = net.present(x)
+    p = params(args)
+    window = [float(p.output_rate * (p.t_present - p.t_blank - layer * args.settle * ms)) for layer in (0, 1)]
+    map1, map2 = (res.maps[i] / window[i] for i in (0, 1))
+    pool1, pool2 = (res.pooled[i] / window[i] for i in (0, 1))
+    twin = rate_twin(*load_set(out, seed, "spiking", twin=True))
+    b1, b2 = twin.blocks[0], twin.blocks[1]
+    mean, std = (torch.as_tensor(v, dtype=torch.float32)[None, :, None, None] for v in standard)
+    with torch.no_grad():
+        twin_map1 = b1.activation(b1.conv(b1.bn(mnist.x_test[:args.n_test].float() / 255.0)))
+        twin_pool1 = b1._pool(twin_map1)
+        twin_map2 = b2.activation(b2.conv(b2.bn(twin_pool1)))
+        given_map2 = b2.activation(b2.conv((torch.as_tensor(pool1, dtype=torch.float32) - mean) / std))
+    corr = lambda a, b: float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])  # noqa: E731
+    report = {
+        "layer 1 map: spikes vs twin": corr(map1, twin_map1),
+        "layer 1 pooled: spikes vs twin": corr(pool1, twin_pool1),
+        "layer 1 pooled: spikes vs max pooling of the spike map": corr(pool1, decoding.max_pool(map1)[0]),
+        "layer 2 map: spikes vs twin": corr(map2, twin_map2),
+        "layer 2 map: spikes vs softmax of the spiking layer-1 output": corr(map2, given_map2),
+        "layer 2 map: twin vs softmax of the spiking layer-1 output": corr(twin_map2, given_map2),
+        "layer 2 pooled: spikes vs twin": corr(pool2, b2._pool(twin_map2)),
+        "layer 2 pooled: spikes vs max pooling of the spike map": corr(pool2, decoding.max_pool(map2)[0]),
+    }
+    report["mean_shares"] = {"layer 1 pooled": [float(pool1.mean()), float(twin_pool1.mean())],
+                             "layer 2 pooled": [float(pool2.mean()), float(b2._pool(twin_map2).mean())]}
+    report.update(seed=seed, n_test=args.n_test, t_present_ms=args.t_present)
+    write_json(out / f"stages_s{seed}_t{args.t_present:g}.json", report)
+    for key, value in report.items():
+        print(f"{key:62s} {value if not isinstance(value, float) else round(value, 3)}")
+    return report
+
+
 def projected_kernels(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
     """Layer-2 kernels projected to pixels, ``(K2, 9, 9)``: each input (channel c, offset dy, dx) of a layer-2 kernel
     adds its weight times layer-1 kernel c, shifted by the pooling stride times the offset. A linear picture
@@ -398,7 +446,7 @@ def figures(out: Path, seed: int, args) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--part", choices=("learn", "infer", "score", "figures"), required=True)
+    ap.add_argument("--part", choices=("learn", "infer", "score", "stages", "figures"), required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     ap.add_argument("--patches1", type=int, default=100_000)
@@ -443,6 +491,9 @@ def main(argv=None):
         for seed in args.seeds:
             for name in args.sets:
                 infer(out, seed, name, args, mnist)
+    elif args.part == "stages":
+        for seed in args.seeds:
+            stages(out, seed, args, mnist)
     else:
         score(out, args.seeds, args.sets, args, mnist)
 
