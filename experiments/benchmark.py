@@ -1,10 +1,11 @@
 """Throughput of the rate network on this machine, against a plain fp32 matrix product measured in the same run.
 
-    python -m experiments.benchmark --preset cifar10 [--batches 60] [--device cpu]
+    python -m experiments.benchmark --preset cifar10 [--batches 60] [--device cpu] [--precision bf16]
 
 Prints, per greedy stage (forward through the frozen blocks + one plasticity step of the learning
 block) and for feature extraction: images/s, MACs per image, achieved GFLOP/s (2 FLOP per MAC) and
-the ratio to the matmul rate. The weights are first trained for a few batches so that the softmax
+the ratio to the matmul rate; for the readout's training on cached features, also its 50-epoch time
+and its memory floor (each feature read once per epoch at a large copy's rate, measured in the run). The weights are first trained for a few batches so that the softmax
 and weight statistics are those of a real run, not of the initialisation.
 """
 from __future__ import annotations
@@ -16,8 +17,13 @@ import torch
 
 from rate_decoder.config import load_preset
 from rate_decoder.features import extract_features
+from rate_decoder.readout import train_readout
 from rate_decoder.network import SoftHebbNet, configure_cpu
 from rate_decoder.run import cpu_model, write_json
+
+
+#: training images of each dataset, for the readout's 50-epoch time
+DATASET_TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "stl10": 5_000}
 
 
 def matmul_gflops(device, n: int = 2048, repeats: int = 10) -> float:
@@ -54,6 +60,43 @@ def conv_macs(net: SoftHebbNet) -> list[int]:
     return macs
 
 
+def copy_gbytes(device, mib: int = 256, repeats: int = 5) -> float:
+    """Memory rate of a large tensor copy (bytes read + written per second, GB/s): the practical ceiling of a
+    memory-bound phase such as the readout."""
+    a = torch.empty(mib * 2**18, device=device)  # mib MiB of fp32
+    b = torch.empty_like(a)
+    b.copy_(a)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        b.copy_(a)
+    _sync(device)
+    return 2 * a.numel() * 4 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def bench_readout(net, images: int, device) -> dict:
+    """The readout's training on random fp16 features of the head's width: seconds per image and epoch.
+
+    Each step of batch 64 needs its features once (fp16), and its two products (logits and the weight
+    gradient) have only ``n_classes`` outputs: few multiply-adds per byte, so the phase's floor is set by
+    memory, not by the matmul rate. ``floor_s_per_image_epoch`` is the time to read each image's features
+    once at a large copy's rate, measured in the same run.
+    """
+    width, classes = net.head.in_features, net.head.out_features
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(images, width, generator=g).half()
+    labels = torch.randint(0, classes, (images,), generator=g)
+    test = features[:1000], labels[:1000]
+    train_readout(net, features[:640], labels[:640], *test, epochs=1, device=device, progress=False)  # warm-up
+    _sync(device)
+    t = time.perf_counter()
+    train_readout(net, features, labels, *test, epochs=2, device=device, progress=False)
+    _sync(device)
+    per_image = (time.perf_counter() - t) / (2 * images)
+    return {"s_per_image_epoch": per_image, "gflops": 2 * 2 * width * classes / per_image / 1e9,
+            "floor_s_per_image_epoch": 2 * width / (copy_gbytes(device) * 1e9)}
+
+
 def bench_stage(net, stage, x, batches, device) -> float:
     """Seconds per batch of a greedy step of block ``stage``."""
     net.set_learning_block(stage)
@@ -76,21 +119,25 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, default=60)
     ap.add_argument("--feature-images", type=int, default=2000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--readout-images", type=int, default=6400, help="random feature rows of the readout's timing")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="dtype of the Hebbian layers' two large products (the matmul reference stays fp32)")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.device == "cpu":
         configure_cpu()
     torch.manual_seed(0)
     preset = load_preset(args.preset)
-    net = SoftHebbNet(preset, device=args.device)
+    net = SoftHebbNet(preset, device=args.device, precision=args.precision)
     bs, s, c = preset.unsupervised.batch_size, preset.image_size, preset.in_channels
     x = [torch.rand(bs, c, s, s, device=args.device) for _ in range(8)]
     peak = matmul_gflops(args.device)
     macs = conv_macs(net)
     where = torch.cuda.get_device_name() if str(args.device).startswith("cuda") else cpu_model()
-    print(f"{where}, torch {torch.__version__}")
+    print(f"{where}, torch {torch.__version__}, {args.precision} products")
     print(f"fp32 matmul: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads, {args.device})")
-    report = {"preset": args.preset, "device": args.device, "processor": where, "threads": torch.get_num_threads(),
+    report = {"preset": args.preset, "device": args.device, "precision": args.precision, "processor": where,
+              "threads": torch.get_num_threads(),
               "matmul_gflops": peak, "stages": []}
     total_time_per_image, total_macs = 0.0, 0
     for stage in range(len(net.blocks)):
@@ -126,6 +173,19 @@ def main(argv=None):
                           "ratio_to_matmul": fg / peak}
     print(f"feature extraction: {len(images) / t:8.1f} img/s  {fmacs / 1e6:.1f} MMAC/img  {fg:.1f} GFLOP/s  "
           f"{fg / peak:.1%} of matmul")
+    readout = bench_readout(net, args.readout_images, args.device)
+    readout["ratio_to_matmul"] = readout["gflops"] / peak
+    line = (f"readout (batch 64, dropout, Adam): {1 / readout['s_per_image_epoch']:8.0f} img/s per epoch  "
+            f"{readout['gflops']:.1f} GFLOP/s  {readout['gflops'] / peak:.1%} of matmul  "
+            f"{readout['s_per_image_epoch'] / readout['floor_s_per_image_epoch']:.0f}x its memory floor")
+    train_images = DATASET_TRAIN_IMAGES.get(preset.dataset)
+    if train_images:
+        readout["minutes_50_epochs"] = readout["s_per_image_epoch"] * train_images * 50 / 60
+        readout["floor_minutes_50_epochs"] = readout["floor_s_per_image_epoch"] * train_images * 50 / 60
+        line += (f"; 50 epochs of {train_images:,} images: {readout['minutes_50_epochs']:.1f} min "
+                 f"(floor {readout['floor_minutes_50_epochs']:.2f} min)")
+    report["readout"] = readout
+    print(line)
     if args.out:
         write_json(args.out, report)
 

@@ -1,4 +1,5 @@
 """The data-parallel cost model's arithmetic, against hand counts on the ImageNet preset."""
+import json
 import math
 
 import pytest
@@ -46,3 +47,17 @@ def test_epoch_table(imagenet):
     assert cost_model.communication_bound_from([{"world": 2, "comm_share": 0.4}, {"world": 4, "comm_share": 0.6}]) == 4
     with pytest.raises(ValueError, match="exactly one"):
         cost_model.epoch_table(imagenet, [1], 10)
+
+
+def test_benchmark_prints_every_phase_with_its_reference(tmp_path, capsys):
+    """The throughput benchmark runs end to end and reports each phase against a baseline of the same run."""
+    from experiments import benchmark
+
+    out = tmp_path / "bench.json"
+    benchmark.main(["--preset", "digits", "--batches", "3", "--feature-images", "60", "--readout-images", "256",
+                    "--device", "cpu", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["matmul_gflops"] > 0 and len(report["stages"]) == 1
+    readout = report["readout"]
+    assert readout["s_per_image_epoch"] > readout["floor_s_per_image_epoch"] > 0
+    assert "memory floor" in capsys.readouterr().out
