@@ -75,7 +75,8 @@ def network(args, kernels: list, standardisation=None, layers: int = 2) -> Spiki
     if layers == 2:
         mean, std = standardisation
         maps.append(MapLayer(kernels[1], 3, TEMPERATURES[1], mean=mean, std=std))
-    return SpikingConvNet(maps, (1, 28, 28), params(args), settle=args.settle * ms, chunk=args.chunk, seed=args.seed_run)
+    return SpikingConvNet(maps, (1, 28, 28), params(args), pool_race=args.pool_race, settle=args.settle * ms,
+                          chunk=args.chunk, seed=args.seed_run)
 
 
 def pooled_shares(args, counts: np.ndarray, layer: int) -> np.ndarray:
@@ -204,7 +205,9 @@ def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
                                                 "layer1_initial": float(reference.match(w1_0, w1_r)[1].mean()),
                                                 "layer2": reference.compare(out2.weights, w2_r)["mean_cosine"],
                                                 "layer2_initial": reference.compare(w2_0, w2_r)["mean_cosine"]}
-    save_npz(out / f"kernels_s{seed}.npz", **{f"{name}_{i + 1}": w for name, ws in sets.items() for i, w in enumerate(ws)},
+    report["pool_race"] = args.pool_race
+    save_npz(out / f"kernels_s{seed}.npz", pool_race=args.pool_race,
+             **{f"{name}_{i + 1}": w for name, ws in sets.items() for i, w in enumerate(ws)},
              **{f"{name}_mean": s[0] for name, s in standard.items()}, **{f"{name}_std": s[1] for name, s in standard.items()},
              **{f"{name}_twin_mean": s[0] for name, s in twin_standard.items()},
              **{f"{name}_twin_std": s[1] for name, s in twin_standard.items()})
@@ -213,10 +216,18 @@ def learn(out: Path, seed: int, args, images: np.ndarray) -> dict:
     return report
 
 
-def load_set(out: Path, seed: int, name: str, twin: bool = False):
-    """A kernel set and the standardisation of its layer 1's pooled output, in the spiking network or its twin."""
+def load_set(out: Path, seed: int, name: str, twin: bool = False, pool_race: int | None = None):
+    """A kernel set and the standardisation of its layer 1's pooled output, in the spiking network or its twin.
+
+    ``pool_race``: the race the spiking network will pool with; it must be the one layer 2 learnt from
+    (the standardisation and layer 2's kernels depend on it), or this stops with a message.
+    """
     suffix = "_twin" if twin else ""
     with np.load(out / f"kernels_s{seed}.npz") as f:
+        learnt = int(f["pool_race"]) if "pool_race" in f else 2
+        if pool_race is not None and pool_race != learnt:
+            raise SystemExit(f"the kernels of seed {seed} in {out} were learnt with --pool-race {learnt}, "
+                             f"not {pool_race}: pass the same value (or learn again into another --out)")
         return [f[f"{name}_1"], f[f"{name}_2"]], (f[f"{name}{suffix}_mean"], f[f"{name}{suffix}_std"])
 
 
@@ -256,7 +267,7 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
         with np.load(path) as f:
             if len(f["train"]) == args.n_train and len(f["test"]) == args.n_test:
                 return {}
-    kernels, standard = load_set(out, seed, name)
+    kernels, standard = load_set(out, seed, name, pool_race=args.pool_race)
     net = network(args, kernels, standard)
     start = time.perf_counter()
     net.build()
@@ -354,7 +365,7 @@ def stages(out: Path, seed: int, args, mnist) -> dict:
     layer 2 also with the rate computation fed the *spiking* layer-1 output (standardised as the spiking
     relay does): that separates what layer 2's circuit gets wrong from what it inherits from layer 1.
     """
-    kernels, standard = load_set(out, seed, "spiking")
+    kernels, standard = load_set(out, seed, "spiking", pool_race=args.pool_race)
     net = network(args, kernels, standard)
     net.rng = np.random.default_rng([args.seed_run, 0, 0])
     x = (mnist.x_test[:args.n_test].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
@@ -409,11 +420,12 @@ def figures(out: Path, seed: int, args) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    kernels, standard = load_set(out, seed, "spiking")
+    kernels, standard = load_set(out, seed, "spiking", pool_race=args.pool_race)
     images, labels = data.load_mnist("test", 1)
     net = SpikingConvNet([MapLayer(kernels[0], 5, TEMPERATURES[0]), MapLayer(kernels[1], 3, TEMPERATURES[1],
                                                                                  *standard)],
-                         (1, 28, 28), params(args), settle=args.settle * ms, chunk=1, seed=args.seed_run, record=True)
+                         (1, 28, 28), params(args), pool_race=args.pool_race, settle=args.settle * ms, chunk=1,
+                         seed=args.seed_run, record=True)
     res = net.present(images)
     panels = [("map_pixels", "input events (784 pixels)"), ("map1_exc", "layer 1 (32 x 28 x 28)"),
               ("map1_pool", "layer 1 pooled (32 x 14 x 14)"), ("map2_exc", "layer 2 (128 x 14 x 14)"),
@@ -464,13 +476,16 @@ def main(argv=None):
     ap.add_argument("--n-test", type=int, default=800, help="test images classified from spikes")
     ap.add_argument("--t-present", type=float, default=80.0, help="ms per whole image")
     ap.add_argument("--settle", type=float, default=40.0, help="ms from layer 1's counting start to layer 2's")
+    ap.add_argument("--pool-race", type=int, default=2,
+                    help="spikes that lock a pooling unit to the first neuron of its window to fire them (learn "
+                         "stores it with the kernels; the other parts must be given the same)")
     ap.add_argument("--chunk", type=int, default=50, help="images per compiled run")
     ap.add_argument("--shard", type=int, default=500, help="images per saved shard of the inference (resumable)")
     ap.add_argument("--readout-epochs", type=int, default=50)
     ap.add_argument("--twin-all", action="store_true", help="score: also the rate twin on all 60k/10k images")
     ap.add_argument("--seed-run", type=int, default=0, help="seed of the spiking runs' random draws")
     args = ap.parse_args(argv)
-    for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk", "shard"):
+    for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk", "shard", "pool_race"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.normalisation == "homeostatic" and (args.patches1 % args.batch or args.patches2 % args.batch2):
