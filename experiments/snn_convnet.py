@@ -54,7 +54,7 @@ from rate_decoder.readout import train_readout
 from rate_decoder.run import atomic_write, write_json
 from hardware_models import make_synapse
 from snn import SpikingSoftHebb, data, decoding, energy, preset, reference
-from snn.conv import LIMIT, MapLayer, SpikingConvNet
+from snn.conv import LIMIT, MapLayer, SpikingConvNet, simulated_race_pooling
 from snn.data import MNIST_MEAN, MNIST_STD
 from snn.stack import next_layer_input
 
@@ -223,6 +223,8 @@ def load_set(out: Path, seed: int, name: str, twin: bool = False, pool_race: int
     (the standardisation and layer 2's kernels depend on it), or this stops with a message.
     """
     suffix = "_twin" if twin else ""
+    if not (out / f"kernels_s{seed}.npz").exists():
+        raise SystemExit(f"no kernels of seed {seed} in {out}: run --part learn --seeds {seed} --out {out} first")
     with np.load(out / f"kernels_s{seed}.npz") as f:
         learnt = int(f["pool_race"]) if "pool_race" in f else 2
         if pool_race is not None and pool_race != learnt:
@@ -364,6 +366,9 @@ def stages(out: Path, seed: int, args, mnist) -> dict:
     Each stage's spike shares (counts / ``R T``) are correlated with the twin's value of that stage, and
     layer 2 also with the rate computation fed the *spiking* layer-1 output (standardised as the spiking
     relay does): that separates what layer 2's circuit gets wrong from what it inherits from layer 1.
+    Layer 1's pooling is also drawn alone (:func:`snn.conv.simulated_race_pooling` on the twin's shares
+    as Poisson rates, and the max of each window's Poisson counts): what each race and an ideal spiking
+    max pooling would give with layer 1 exactly at its softmax.
     """
     kernels, standard = load_set(out, seed, "spiking", pool_race=args.pool_race)
     net = network(args, kernels, standard)
@@ -393,6 +398,13 @@ def stages(out: Path, seed: int, args, mnist) -> dict:
         "layer 2 pooled: spikes vs twin": corr(pool2, b2._pool(twin_map2)),
         "layer 2 pooled: spikes vs max pooling of the spike map": corr(pool2, decoding.max_pool(map2)[0]),
     }
+    # the pooling alone: races drawn on the twin's layer-1 shares as Poisson rates, against its max pooling
+    rates, rng = twin_map1.double().numpy() * float(p.output_rate), np.random.default_rng(args.seed_run)
+    report["layer 1 pooled: max of each window's Poisson counts vs twin"] = corr(
+        decoding.max_pool(rng.poisson(rates * window[0] / float(p.output_rate)))[0], twin_pool1)
+    for race in (1, 2, 4, 8):
+        relayed = simulated_race_pooling(rates, window[0] / float(p.output_rate), race, rng=rng)
+        report[f"layer 1 pooled: race of {race} drawn on the twin's shares vs twin"] = corr(relayed, twin_pool1)
     report["mean_shares"] = {"layer 1 pooled": [float(pool1.mean()), float(twin_pool1.mean())],
                              "layer 2 pooled": [float(pool2.mean()), float(b2._pool(twin_map2).mean())]}
     report.update(seed=seed, n_test=args.n_test, t_present_ms=args.t_present)

@@ -142,6 +142,33 @@ def race_win_probability(rate_high: float, rate_low: float, race: int, window: f
     return float(value)
 
 
+def simulated_race_pooling(rates: np.ndarray, window: float, race: int, pool: tuple[int, int, int] = (4, 2, 1),
+                           rng: np.random.Generator | None = None) -> np.ndarray:
+    """What race pooling relays, drawn for Poisson neurons of ``rates`` (Hz, ``(N, K, H, W)``) over ``window`` s.
+
+    Per pooled cell, the neuron whose ``race``-th spike comes first (a Gamma(``race``, rate) time) locks
+    the unit if that spike falls within the window; the unit then relays its spikes from that one on:
+    ``race`` plus a Poisson count over the rest of the window. Returns the relayed counts ``(N, K, Hp, Wp)``.
+    Without spike times this gives the race's statistic for any rates, e.g. the rate network's shares
+    times ``R``, to compare races with each other and with the rate network's max pooling.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    rng = rng if rng is not None else np.random.default_rng()
+    kernel, stride, padding = pool
+    padded = F.pad(torch.as_tensor(np.asarray(rates, dtype=np.float64)), (padding,) * 4)  # rate 0: never fires
+    cells = padded.unfold(2, kernel, stride).unfold(3, kernel, stride)
+    cells = cells.reshape(*cells.shape[:4], kernel * kernel).numpy()
+    firing = cells > 0
+    arrival = np.where(firing, rng.gamma(race, 1.0 / np.where(firing, cells, 1.0)), np.inf)
+    winner = arrival.argmin(-1)[..., None]
+    first, rate = np.take_along_axis(arrival, winner, -1)[..., 0], np.take_along_axis(cells, winner, -1)[..., 0]
+    locked = first <= window
+    rest = rng.poisson(rate * np.clip(window - np.where(locked, first, window), 0.0, None))
+    return np.where(locked, 1 + rest, 0)
+
+
 @dataclass(frozen=True)
 class MapLayer:
     """One spiking SoftHebb layer of a :class:`SpikingConvNet`.

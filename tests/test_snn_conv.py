@@ -7,7 +7,8 @@ from brian2 import ms
 
 from conftest import require_compiler, require_data
 from snn import SpikingSoftHebb, data, decoding, energy, preset
-from snn.conv import (LIMIT, MapLayer, SpikingConvNet, conv_connections, pool_connections, race_win_probability)
+from snn.conv import (LIMIT, MapLayer, SpikingConvNet, conv_connections, pool_connections, race_win_probability,
+                      simulated_race_pooling)
 
 pytestmark = pytest.mark.usefixtures("snn_cache")
 
@@ -124,6 +125,32 @@ def test_race_pooling_relays_the_first_neuron_to_reach_the_race():
             else:
                 chosen_right += 1
     assert windows > 30 and chosen_right >= windows - 2
+
+
+def test_simulated_race_relays_the_winner_from_its_race_spike_on():
+    """One firing neuron per window: it always wins, and the unit relays 1 + Poisson(r (w - T_k)) spikes, whose
+    mean is r w - (k - 1) once the race is nearly sure to end in the window (r w = 200 >> k)."""
+    rates = np.zeros((4000, 1, 2, 2))
+    rates[:, 0, 0, 0] = 400.0  # one window of 4x4 / 2 / 1 over the 2x2 map holds all four positions
+    for race in (1, 4):
+        relayed = simulated_race_pooling(rates, 0.5, race, rng=np.random.default_rng(race))
+        assert relayed.shape == (4000, 1, 1, 1)
+        mean, se = relayed.mean(), relayed.std() / np.sqrt(relayed.size)
+        assert abs(mean - (200 - (race - 1))) < 5 * se
+    # the winner of two is the first to its race: mean relayed count against the two-neuron race probability
+    rates[:, 0, 1, 1] = 100.0
+    p_high = race_win_probability(400.0, 100.0, 2, 0.05)
+    relayed = simulated_race_pooling(rates, 0.05, 2, rng=np.random.default_rng(0))
+    # the relayed mean is the mixture of each neuron's alone, weighted by who wins: 2 % above it, since a winner's
+    # race ends earlier than it does unconditionally (200k cells); a winner taken as the *last* to its race
+    # would weight the low neuron by 0.9 and miss by a factor of 3
+    high_only = simulated_race_pooling(rates * np.array([1, 0, 0, 0]).reshape(1, 1, 2, 2), 0.05, 2,
+                                       rng=np.random.default_rng(1)).mean()
+    low_only = simulated_race_pooling(rates * np.array([0, 0, 0, 1]).reshape(1, 1, 2, 2), 0.05, 2,
+                                      rng=np.random.default_rng(2)).mean()
+    assert low_only < relayed.mean() < high_only
+    assert relayed.mean() == pytest.approx(p_high * high_only + (1 - p_high) * low_only, rel=0.05)
+    assert simulated_race_pooling(np.zeros((2, 3, 4, 4)), 0.1, 2).sum() == 0
 
 
 def test_event_counts_match_a_hand_count():
