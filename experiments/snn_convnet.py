@@ -270,10 +270,7 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
             if len(f["train"]) == args.n_train and len(f["test"]) == args.n_test:
                 return {}
     kernels, standard = load_set(out, seed, name, pool_race=args.pool_race)
-    net = network(args, kernels, standard)
-    start = time.perf_counter()
-    net.build()
-    compile_s = time.perf_counter() - start
+    net, compile_s = None, None  # built at the first missing shard: joining finished shards needs no build
     shards = out / f"shards_s{seed}_{name}"
     shards.mkdir(exist_ok=True)
     files = {}
@@ -284,6 +281,10 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
             stop = min(begin + args.shard, n)
             shard = shards / f"{split}_{begin:05d}_{stop:05d}_t{args.t_present:g}.npz"
             if not shard.exists():
+                if net is None:
+                    net, start = network(args, kernels, standard), time.perf_counter()
+                    net.build()
+                    compile_s = time.perf_counter() - start
                 net.rng = np.random.default_rng([args.seed_run, split == "train", begin])  # resumed == uninterrupted
                 x = (images[begin:stop].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
                 infer_shard(net, shard, x)
