@@ -5,8 +5,9 @@
 Prints, per greedy stage (forward through the frozen blocks + one plasticity step of the learning
 block) and for feature extraction: images/s, MACs per image, achieved GFLOP/s (2 FLOP per MAC) and
 the ratio to the matmul rate; for the readout's training on cached features, also its 50-epoch time
-and its memory floor (each feature read once per epoch at a large copy's rate, measured in the run). The weights are first trained for a few batches so that the softmax
-and weight statistics are those of a real run, not of the initialisation.
+and its memory floor (each feature read once per epoch at a large copy's rate, measured in the run).
+The weights are first trained for a few batches so that the softmax and weight statistics are those
+of a real run, not of the initialisation.
 """
 from __future__ import annotations
 
