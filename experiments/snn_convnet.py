@@ -377,9 +377,10 @@ def stages(out: Path, seed: int, args, mnist) -> dict:
     x = (mnist.x_test[:args.n_test].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
     res = net.present(x)
     p = params(args)
-    window = [float(p.output_rate * (p.t_present - p.t_blank - layer * args.settle * ms)) for layer in (0, 1)]
-    map1, map2 = (res.maps[i] / window[i] for i in (0, 1))
-    pool1, pool2 = (res.pooled[i] / window[i] for i in (0, 1))
+    rate = float(p.output_rate)
+    seconds = [float((p.t_present - p.t_blank - layer * args.settle * ms) / second) for layer in (0, 1)]  # counting
+    map1, map2 = (res.maps[i] / (rate * seconds[i]) for i in (0, 1))
+    pool1, pool2 = (res.pooled[i] / (rate * seconds[i]) for i in (0, 1))
     twin = rate_twin(*load_set(out, seed, "spiking", twin=True))
     b1, b2 = twin.blocks[0], twin.blocks[1]
     mean, std = (torch.as_tensor(v, dtype=torch.float32)[None, :, None, None] for v in standard)
@@ -387,6 +388,7 @@ def stages(out: Path, seed: int, args, mnist) -> dict:
         twin_map1 = b1.activation(b1.conv(b1.bn(mnist.x_test[:args.n_test].float() / 255.0)))
         twin_pool1 = b1._pool(twin_map1)
         twin_map2 = b2.activation(b2.conv(b2.bn(twin_pool1)))
+        twin_pool2 = b2._pool(twin_map2)
         given_map2 = b2.activation(b2.conv((torch.as_tensor(pool1, dtype=torch.float32) - mean) / std))
     corr = lambda a, b: float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])  # noqa: E731
     report = {
@@ -396,18 +398,18 @@ def stages(out: Path, seed: int, args, mnist) -> dict:
         "layer 2 map: spikes vs twin": corr(map2, twin_map2),
         "layer 2 map: spikes vs softmax of the spiking layer-1 output": corr(map2, given_map2),
         "layer 2 map: twin vs softmax of the spiking layer-1 output": corr(twin_map2, given_map2),
-        "layer 2 pooled: spikes vs twin": corr(pool2, b2._pool(twin_map2)),
+        "layer 2 pooled: spikes vs twin": corr(pool2, twin_pool2),
         "layer 2 pooled: spikes vs max pooling of the spike map": corr(pool2, decoding.max_pool(map2)[0]),
     }
     # the pooling alone: races drawn on the twin's layer-1 shares as Poisson rates, against its max pooling
-    rates, rng = twin_map1.double().numpy() * float(p.output_rate), np.random.default_rng(args.seed_run)
+    rates, rng = twin_map1.double().numpy() * rate, np.random.default_rng(args.seed_run)
     report["layer 1 pooled: max of each window's Poisson counts vs twin"] = corr(
-        decoding.max_pool(rng.poisson(rates * window[0] / float(p.output_rate)))[0], twin_pool1)
+        decoding.max_pool(rng.poisson(rates * seconds[0]))[0], twin_pool1)
     for race in (1, 2, 4, 8):
-        relayed = simulated_race_pooling(rates, window[0] / float(p.output_rate), race, rng=rng)
+        relayed = simulated_race_pooling(rates, seconds[0], race, rng=rng)
         report[f"layer 1 pooled: race of {race} drawn on the twin's shares vs twin"] = corr(relayed, twin_pool1)
     report["mean_shares"] = {"layer 1 pooled": [float(pool1.mean()), float(twin_pool1.mean())],
-                             "layer 2 pooled": [float(pool2.mean()), float(b2._pool(twin_map2).mean())]}
+                             "layer 2 pooled": [float(pool2.mean()), float(twin_pool2.mean())]}
     report.update(seed=seed, n_test=args.n_test, t_present_ms=args.t_present)
     write_json(out / f"stages_s{seed}_t{args.t_present:g}.json", report)
     for key, value in report.items():
