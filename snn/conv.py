@@ -148,7 +148,8 @@ def simulated_race_pooling(rates: np.ndarray, window: float, race: int, pool: tu
 
     Per pooled cell, the neuron whose ``race``-th spike comes first (a Gamma(``race``, rate) time) locks
     the unit if that spike falls within the window; the unit then relays its spikes from that one on:
-    ``race`` plus a Poisson count over the rest of the window. Returns the relayed counts ``(N, K, Hp, Wp)``.
+    that spike plus a Poisson count over the rest of the window (the ``race - 1`` before it are not
+    relayed). Returns the relayed counts ``(N, K, Hp, Wp)``.
     Without spike times this gives the race's statistic for any rates, e.g. the rate network's shares
     times ``R``, to compare races with each other and with the rate network's max pooling.
     """
