@@ -141,9 +141,9 @@ def test_simulated_race_relays_the_winner_from_its_race_spike_on():
     rates[:, 0, 1, 1] = 100.0
     p_high = race_win_probability(400.0, 100.0, 2, 0.05)
     relayed = simulated_race_pooling(rates, 0.05, 2, rng=np.random.default_rng(0))
-    # the relayed mean is the mixture of each neuron's alone, weighted by who wins: 2 % above it (measured over
-    # 200k cells), since a winner's race ends earlier than it does unconditionally; a winner taken as the *last* to its race
-    # would weight the low neuron by 0.9 and miss by a factor of 3
+    # the relayed mean is the mixture of each neuron's alone, weighted by who wins: 2 % above it (measured
+    # over 200k cells), since a winner's race ends earlier than it does unconditionally; a winner taken as
+    # the *last* to its race would weight the low neuron by 0.9 and miss by a factor of 3
     high_only = simulated_race_pooling(rates * np.array([1, 0, 0, 0]).reshape(1, 1, 2, 2), 0.05, 2,
                                        rng=np.random.default_rng(1)).mean()
     low_only = simulated_race_pooling(rates * np.array([0, 0, 0, 1]).reshape(1, 1, 2, 2), 0.05, 2,
