@@ -255,15 +255,17 @@ class _MapNetwork:
             kernel_table = self.timed[f"kernel{n}"]
             src, tgt, entry = conv_connections(shape[0], shape[1], shape[2], layer.kernel_size, layer.channels,
                                                channels_last=biased)
-            event = "ev_pre" if not biased else "g_pre"
-            syn = Synapses(source, exc, "entry : integer (constant)\nw : 1", on_pre=f"{d}_post += w * {event}",
+            # a pixel's event carries its size ev; a pooling unit's spikes all carry the next block's gain g,
+            # folded into the synapse's weight
+            on_pre = f"{d}_post += w * ev_pre" if not biased else f"{d}_post += w"
+            syn = Synapses(source, exc, "entry : integer (constant)\nw : 1", on_pre=on_pre,
                            name=f"map{n}_kernel", namespace={f"kernel{n}": kernel_table})
             syn.connect(i=src, j=tgt)
             syn.entry = entry
             # each synapse reads its weight from the layer's table once per run (a local copy: faster than a
             # table read per event)
-            syn.run_regularly(f"w = kernel{n}(entry * second)", dt=net.chunk * p.t_present, when="start",
-                              name=f"map{n}_kernel_read")
+            syn.run_regularly(f"w = kernel{n}(entry * second)" + (" * g_pre" if biased else ""),
+                              dt=net.chunk * p.t_present, when="start", name=f"map{n}_kernel_read")
             fan_out = {"kernel": np.bincount(src, minlength=len(source))}
             wta = self._inhibition(n, exc, positions, layer.channels, p)
             pool_src, pool_tgt, pooled_hw = pool_connections(layer.channels, shape[1], shape[2], net.pool)
@@ -380,7 +382,7 @@ class SpikingConvNet:
     def build_dir(self):
         shapes = ";".join(f"{layer.channels}x{layer.in_channels}x{layer.kernel_size}" for layer in self.layers)
         text = (f"{self.in_shape};{shapes};{self.pool};{self.pool_race};{float(self.settle / ms)};{self.chunk};"
-                f"{self.record};{self.threads};{self.params.key()};{MAP_EQS}{MAP_WTA_EQS}{TO_POOL}{POOL_EQS}"
+                f"{self.record};{self.threads};finite-math;{self.params.key()};{MAP_EQS}{MAP_WTA_EQS}{TO_POOL}{POOL_EQS}"
                 f"{circuit_text(False, self.params.wta)}")
         return cache_dir() / f"map_{self.params.wta}_{shapes}_c{self.chunk}_{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
@@ -388,7 +390,7 @@ class SpikingConvNet:
         """Compile the standalone project of this structure, unless the device holds it already."""
         if not holds_project(self.build_dir):
             compile_project(self.build_dir, self.threads, self.params.dt, lambda: _MapNetwork(self, self._placeholders()),
-                            self.chunk * self.params.t_present)
+                            self.chunk * self.params.t_present, finite_math=True)
 
     # --- running ---------------------------------------------------------------------------------
     def present(self, images: np.ndarray) -> MapPresentation:

@@ -110,12 +110,17 @@ SEED_CODE = ("for (size_t _g = 0; _g < brian::_random_generators.size(); _g++)\n
              "    brian::_random_generators[_g].seed((unsigned long)({array}[0]) + _g);")
 
 
-def compile_project(build_dir: Path, threads: int, dt, make_network: Callable, duration) -> None:
+def compile_project(build_dir: Path, threads: int, dt, make_network: Callable, duration,
+                    finite_math: bool = False) -> None:
     """Generate and compile a standalone project in ``build_dir`` and make it the one the device holds.
 
     ``make_network()`` creates the Brian2 objects (an object with ``network``, ``namespace`` and a shared
     ``rng_seed`` variable in ``outputs``, or ``seed_variable``); the project simulates ``duration``. Every
     random generator of the binary is seeded from ``rng_seed`` at run time (:data:`SEED_CODE`).
+
+    ``finite_math``: compile without Brian2's ``-fno-finite-math-only``, for a model whose code holds no
+    infinity or NaN. GCC then calls glibc's vector ``exp`` in the per-step loops (3-4x faster for the maps'
+    escape drive); with that flag it keeps one scalar call per neuron.
     """
     check_compiler()
     _PROJECT.build_dir = _PROJECT.net = None
@@ -131,10 +136,15 @@ def compile_project(build_dir: Path, threads: int, dt, make_network: Callable, d
     device.apply_run_args()  # the run arguments are applied here, then the seed is taken from them
     device.insert_code("main", SEED_CODE.format(array=device.get_array_name(seed_variable)))
     net.network.run(duration, namespace=net.namespace)
+    flags = prefs.codegen.cpp.extra_compile_args_gcc
+    if finite_math:
+        prefs.codegen.cpp.extra_compile_args_gcc = [f for f in flags if f != "-fno-finite-math-only"]
     try:
         device.build(directory=directory, compile=True, run=False, with_output=False)
     except Exception as err:  # make / compiler failure: say where
         raise RuntimeError(f"building the Brian2 standalone project in {directory} failed: {err}") from err
+    finally:
+        prefs.codegen.cpp.extra_compile_args_gcc = flags
     _PROJECT.build_dir, _PROJECT.net = Path(build_dir), net
 
 
