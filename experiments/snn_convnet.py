@@ -41,6 +41,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +59,7 @@ from hardware_models import make_synapse
 from snn import SpikingSoftHebb, data, decoding, energy, preset, reference
 from snn.conv import LIMIT, MapLayer, SpikingConvNet, simulated_race_pooling
 from snn.data import MNIST_MEAN, MNIST_STD
+from snn.simulation import cache_dir
 from snn.stack import next_layer_input
 
 SETS = ("spiking", "rate", "initial", "spiking_drift1d")
@@ -263,34 +267,47 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
 
     Each shard is saved as it completes and is skipped when the command is run again, so a long run can be
     stopped and resumed; the test images come first. The shards are then joined into ``counts_s{seed}_{name}.npz``.
+    Each shard's draws are seeded from its position, so ``--jobs N`` (N processes, each simulating every
+    N-th missing shard in its own build directory) gives the counts one process would.
     """
     path = out / f"counts_s{seed}_{name}.npz"
-    if path.exists():
+    if path.exists() and args.worker is None:
         with np.load(path) as f:
             if len(f["train"]) == args.n_train and len(f["test"]) == args.n_test:
                 return {}
     kernels, standard = load_set(out, seed, name, pool_race=args.pool_race)
-    net, compile_s = None, None  # built at the first missing shard: joining finished shards needs no build
     shards = out / f"shards_s{seed}_{name}"
     shards.mkdir(exist_ok=True)
-    files = {}
-    for split, n in (("test", args.n_test), ("train", args.n_train)):
+    sizes = {"test": args.n_test, "train": args.n_train}
+    files = {split: [shards / f"{split}_{begin:05d}_{min(begin + args.shard, n):05d}_t{args.t_present:g}.npz"
+                     for begin in range(0, n, args.shard)] for split, n in sizes.items()}
+    # worker k takes every jobs-th shard of the whole list, so the workers' shares never overlap
+    todo = [(split, i) for k, (split, i) in enumerate((split, i) for split in files for i in range(len(files[split])))
+            if not files[split][i].exists() and (args.worker is None or k % args.jobs == args.worker)]
+    wall = None
+    if args.jobs > 1 and args.worker is None and todo:
+        start = time.perf_counter()
+        run_workers(args, seed, name)
+        wall = (sum(min((i + 1) * args.shard, sizes[split]) - i * args.shard for split, i in todo),
+                time.perf_counter() - start)
+        todo = []
+    net, compile_s = None, None  # built at the first missing shard: joining finished shards needs no build
+    for split, i in todo:
+        if net is None:
+            net, start = network(args, kernels, standard), time.perf_counter()
+            net.build()
+            compile_s = time.perf_counter() - start
+        begin, stop = i * args.shard, min((i + 1) * args.shard, sizes[split])
         images = mnist.x_test if split == "test" else mnist.x_train
-        files[split] = []
-        for begin in range(0, n, args.shard):
-            stop = min(begin + args.shard, n)
-            shard = shards / f"{split}_{begin:05d}_{stop:05d}_t{args.t_present:g}.npz"
-            if not shard.exists():
-                if net is None:
-                    net, start = network(args, kernels, standard), time.perf_counter()
-                    net.build()
-                    compile_s = time.perf_counter() - start
-                net.rng = np.random.default_rng([args.seed_run, split == "train", begin])  # resumed == uninterrupted
-                x = (images[begin:stop].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
-                infer_shard(net, shard, x)
-                print(f"{name} s{seed} {split} {stop}/{n}", flush=True)
-            files[split].append(shard)
+        net.rng = np.random.default_rng([args.seed_run, split == "train", begin])  # resumed == uninterrupted
+        x = (images[begin:stop].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
+        infer_shard(net, files[split][i], x)
+        print(f"{name} s{seed} {split} {stop}/{sizes[split]}", flush=True)
+    if args.worker is not None:
+        return {}
     joined, report = {}, {"seed": seed, "set": name, "compile_s": compile_s}
+    if wall is not None:  # images simulated by the workers over the wall time, their builds included
+        report.update(jobs=args.jobs, images_per_s_all_jobs=wall[0] / wall[1])
     for split, paths in files.items():
         pooled, seconds, events, names = [], 0.0, 0.0, None
         for shard in paths:
@@ -310,6 +327,40 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
     write_json(out / f"infer_s{seed}_{name}.json", report)
     print(json.dumps(report), flush=True)
     return report
+
+
+def run_workers(args, seed: int, name: str) -> None:
+    """``--jobs`` processes of this command, worker ``k`` simulating every ``jobs``-th missing shard of one kernel
+    set, each in its own build directory (a standalone project runs in the directory it was built in)."""
+    argv = [*strip_option(args.argv, "--seeds"), "--seeds", str(seed)]
+    argv = [*strip_option(argv, "--sets"), "--sets", name]
+    workers = []
+    for k in range(args.jobs):
+        env = dict(os.environ, SOFTHEBB_SNN_CACHE=str(cache_dir() / f"worker{k}"), OMP_NUM_THREADS="1")
+        workers.append(subprocess.Popen([sys.executable, "-m", "experiments.snn_convnet", *argv, "--worker", str(k)],
+                                        env=env))
+    try:
+        failed = [k for k, w in enumerate(workers) if w.wait() != 0]
+    finally:  # the parent stopped (Ctrl-C): stop the workers too, their finished shards stay
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+    if failed:
+        raise SystemExit(f"inference worker(s) {failed} of seed {seed}, set {name} failed (their messages are above); "
+                         "the shards they finished are kept: run the command again to resume")
+
+
+def strip_option(argv: list, option: str) -> list:
+    """``argv`` without ``option`` and the values that follow it (up to the next ``--``), or ``option=value``."""
+    out, skipping = [], False
+    for a in argv:
+        if a == option:
+            skipping = True
+        elif skipping and a.startswith("--"):
+            skipping = False
+        if not skipping and not a.startswith(option + "="):
+            out.append(a)
+    return out
 
 
 def readout_accuracy(train_f, y_train, test_f, y_test, seed: int, epochs: int) -> float:
@@ -496,11 +547,17 @@ def main(argv=None):
                          "stores it with the kernels; the other parts must be given the same)")
     ap.add_argument("--chunk", type=int, default=50, help="images per compiled run")
     ap.add_argument("--shard", type=int, default=500, help="images per saved shard of the inference (resumable)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="infer: processes simulating the missing shards side by side (one core each)")
+    ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --jobs for its processes
     ap.add_argument("--readout-epochs", type=int, default=50)
     ap.add_argument("--twin-all", action="store_true", help="score: also the rate twin on all 60k/10k images")
     ap.add_argument("--seed-run", type=int, default=0, help="seed of the spiking runs' random draws")
     args = ap.parse_args(argv)
-    for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk", "shard", "pool_race"):
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.worker is not None and not 0 <= args.worker < args.jobs:
+        ap.error(f"--worker must be in [0, --jobs), got {args.worker} of {args.jobs}")
+    for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk", "shard", "pool_race", "jobs"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.normalisation == "homeostatic" and (args.patches1 % args.batch or args.patches2 % args.batch2):
