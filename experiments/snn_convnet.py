@@ -542,7 +542,7 @@ def main(argv=None):
     ap.add_argument("--n-test", type=int, default=800, help="test images classified from spikes")
     ap.add_argument("--t-present", type=float, default=80.0, help="ms per whole image")
     ap.add_argument("--settle", type=float, default=40.0, help="ms from layer 1's counting start to layer 2's")
-    ap.add_argument("--pool-race", type=int, default=2,
+    ap.add_argument("--pool-race", type=int, default=4,
                     help="spikes that lock a pooling unit to the first neuron of its window to fire them (learn "
                          "stores it with the kernels; the other parts must be given the same)")
     ap.add_argument("--chunk", type=int, default=50, help="images per compiled run")

@@ -343,7 +343,7 @@ class SpikingConvNet:
     """
 
     def __init__(self, layers: list[MapLayer], in_shape: tuple[int, int, int], params: SpikingParams | None = None,
-                 pool: tuple[int, int, int] = (4, 2, 1), pool_race: int = 2, settle=None, chunk: int = 20,
+                 pool: tuple[int, int, int] = (4, 2, 1), pool_race: int = 4, settle=None, chunk: int = 20,
                  seed: int | None = None, record: bool = False, threads: int = 1):
         self.layers = list(layers)
         self.params = params if params is not None else SpikingParams()

@@ -16,7 +16,7 @@ def kernels_dir(tmp_path):
     w1 /= np.linalg.norm(w1, axis=1, keepdims=True)
     w2 /= np.linalg.norm(w2, axis=1, keepdims=True)
     mean, std = np.full(4, 0.05), np.full(4, 0.04)
-    snn_convnet.save_npz(tmp_path / "kernels_s0.npz", pool_race=2, spiking_1=w1, spiking_2=w2, spiking_mean=mean,
+    snn_convnet.save_npz(tmp_path / "kernels_s0.npz", pool_race=4, spiking_1=w1, spiking_2=w2, spiking_mean=mean,
                          spiking_std=std, spiking_twin_mean=mean, spiking_twin_std=std)
     return tmp_path
 
