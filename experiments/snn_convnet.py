@@ -267,8 +267,8 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
 
     Each shard is saved as it completes and is skipped when the command is run again, so a long run can be
     stopped and resumed; the test images come first. The shards are then joined into ``counts_s{seed}_{name}.npz``.
-    Each shard's draws are seeded from its position, so ``--jobs N`` (N processes, each simulating every
-    N-th missing shard in its own build directory) gives the counts one process would.
+    Each shard's draws are seeded from its position, so ``--jobs N`` (N processes, worker k simulating the
+    missing ones among shards k, k + N, ... in its own build directory) gives the counts one process would.
     """
     path = out / f"counts_s{seed}_{name}.npz"
     if path.exists() and args.worker is None:
@@ -330,8 +330,9 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
 
 
 def run_workers(args, seed: int, name: str) -> None:
-    """``--jobs`` processes of this command, worker ``k`` simulating every ``jobs``-th missing shard of one kernel
-    set, each in its own build directory (a standalone project runs in the directory it was built in)."""
+    """``--jobs`` processes of this command for one kernel set, worker ``k`` simulating the missing ones among
+    shards ``k, k + jobs, ...``, each in its own build directory (a standalone project runs in the directory
+    it was built in)."""
     argv = [*strip_option(args.argv, "--seeds"), "--seeds", str(seed)]
     argv = [*strip_option(argv, "--sets"), "--sets", name]
     workers = []
