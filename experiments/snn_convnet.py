@@ -25,7 +25,8 @@
 * ``infer``: each kernel set as the 2-layer map network (circuit, whole images of ``--t-present`` ms,
   race pooling 4/2/1), on the first ``--n-train`` training and ``--n-test`` test images; writes the
   pooled layer-2 spike counts, the event counts and the speed. It saves shards of ``--shard`` images as
-  they complete and skips them when run again: a stopped run resumes where it was, with the same draws.
+  they complete and skips them when run again: a stopped run resumes where it was, with the same draws;
+  ``--jobs N`` spreads the shards over N processes (one core each) with the same counts.
 * ``stages``: the first ``--n-test`` test images through the spiking kernels, compared with the rate twin
   stage by stage (correlation of the spike shares with the twin's values; layer 2 also against the rate
   computation fed the spiking layer-1 output).
