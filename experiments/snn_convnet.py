@@ -280,8 +280,9 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
     shards = out / f"shards_s{seed}_{name}"
     shards.mkdir(exist_ok=True)
     sizes = {"test": args.n_test, "train": args.n_train}
-    files = {split: [shards / f"{split}_{begin:05d}_{min(begin + args.shard, n):05d}_t{args.t_present:g}.npz"
-                     for begin in range(0, n, args.shard)] for split, n in sizes.items()}
+    bounds = lambda split, i: (i * args.shard, min((i + 1) * args.shard, sizes[split]))  # noqa: E731 (shard i's images)
+    files = {split: [shards / "{}_{:05d}_{:05d}_t{:g}.npz".format(split, *bounds(split, i), args.t_present)
+                     for i in range(-(-n // args.shard))] for split, n in sizes.items()}
     # worker k takes every jobs-th shard of the whole list, so the workers' shares never overlap
     todo = [(split, i) for k, (split, i) in enumerate((split, i) for split in files for i in range(len(files[split])))
             if not files[split][i].exists() and (args.worker is None or k % args.jobs == args.worker)]
@@ -289,8 +290,7 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
     if args.jobs > 1 and args.worker is None and todo:
         start = time.perf_counter()
         run_workers(args, seed, name)
-        wall = (sum(min((i + 1) * args.shard, sizes[split]) - i * args.shard for split, i in todo),
-                time.perf_counter() - start)
+        wall = (sum(bounds(split, i)[1] - bounds(split, i)[0] for split, i in todo), time.perf_counter() - start)
         todo = []
     net, compile_s = None, None  # built at the first missing shard: joining finished shards needs no build
     for split, i in todo:
@@ -298,7 +298,7 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
             net, start = network(args, kernels, standard), time.perf_counter()
             net.build()
             compile_s = time.perf_counter() - start
-        begin, stop = i * args.shard, min((i + 1) * args.shard, sizes[split])
+        begin, stop = bounds(split, i)
         images = mnist.x_test if split == "test" else mnist.x_train
         net.rng = np.random.default_rng([args.seed_run, split == "train", begin])  # resumed == uninterrupted
         x = (images[begin:stop].double().numpy() / 255.0 - MNIST_MEAN) / MNIST_STD
