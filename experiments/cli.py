@@ -69,8 +69,10 @@ def cmd_train(args) -> int:
     try:
         metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet,
                       checkpoint_every_s=60 * args.checkpoint_minutes)
-    finally:
-        distributed.shutdown()
+    except BaseException:
+        distributed.shutdown(finished=False)
+        raise
+    distributed.shutdown()
     if not main_rank:
         return 0
     t = metrics["timings_s"]

@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from rate_decoder import SoftHebbNet, load_preset
 from rate_decoder.data import data_dir, load_npz
-from rate_decoder.distributed import Distributed
+from rate_decoder.distributed import Distributed, shutdown
 from rate_decoder.network import configure_cpu
 from rate_decoder.run import cpu_model, write_json
 from rate_decoder.unsupervised import train_unsupervised
@@ -57,8 +57,7 @@ def _worker(rank: int, world: int, threads: int, init: str, out: str, preset_nam
     if rank == 0:
         torch.save({"seconds": seconds, "blocks": blocks,
                     "weights": [b.conv.weight.detach().clone() for b in net.blocks]}, out)
-    if world > 1:
-        dist.destroy_process_group()
+    shutdown()
 
 
 def measure(preset: str, n: int, world: int, threads: int) -> dict:

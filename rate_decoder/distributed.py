@@ -144,9 +144,16 @@ def from_environment(device=None, check_every: int = 100) -> Distributed:
     return Distributed(rank=rank, world=world, check_every=check_every)
 
 
-def shutdown() -> None:
-    """Leave the process group (if one was joined)."""
+def shutdown(finished: bool = True) -> None:
+    """Leave the process group (if one was joined).
+
+    ``finished``: every rank reached the end of the run, so they first meet at a barrier and then tear
+    down together; a rank that left alone would close its connections while a peer may still be reading
+    from them. After an error (``finished=False``) the peers may never arrive, so there is no barrier.
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

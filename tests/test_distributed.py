@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rate_decoder import SoftHebbNet, load_preset
-from rate_decoder.distributed import SINGLE, Distributed, RankDivergence, batch_norm_train
+from rate_decoder.distributed import SINGLE, Distributed, RankDivergence, batch_norm_train, shutdown
 from rate_decoder.features import extract_features, extract_features_sharded
 from rate_decoder.layers import SoftHebbLinear
 from rate_decoder.readout import train_readout
@@ -104,8 +104,10 @@ def _worker(rank: int, init: str, out: str, case: str, args: tuple) -> None:
         torch.save(result, f"{out}.{rank}")
     except RankDivergence as err:
         Path(f"{out}.{rank}.divergence").write_text(str(err))
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        shutdown(finished=False)
+        raise
+    shutdown()
 
 
 def _run_ranks(case: str, *args) -> list:
