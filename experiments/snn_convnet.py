@@ -375,19 +375,29 @@ def readout_accuracy(train_f, y_train, test_f, y_test, seed: int, epochs: int) -
 
 
 def score(out: Path, seeds, sets, args, mnist) -> dict:
+    """Readout accuracy from the spike counts of ``--n-train`` / ``--n-test`` images, and the rate twin's on the same.
+
+    ``score.json`` keeps one entry per set, seed and pair of sizes (``spiking/s0/10000x10000``), so figures
+    at several sizes sit side by side; an entry already there is not recomputed. The counts must hold the
+    sizes asked for: ``--part infer`` with the same sizes joins them from the saved shards.
+    """
     path = out / "score.json"
     report = json.loads(path.read_text()) if path.exists() else {"accuracy": {}}
     epochs = args.readout_epochs
     for seed in seeds:
         for name in sets:
-            key = f"{name}/s{seed}"
+            key = f"{name}/s{seed}/{args.n_train}x{args.n_test}"
             counts = out / f"counts_s{seed}_{name}.npz"
             if key in report["accuracy"] or not counts.exists():
                 continue
             with np.load(counts) as f:
+                n_tr, n_te = len(f["train"]), len(f["test"])
+                if (n_tr, n_te) != (args.n_train, args.n_test):
+                    raise SystemExit(f"{counts} holds the counts of {n_tr} training and {n_te} test images, not the "
+                                     f"{args.n_train} and {args.n_test} asked for: run --part infer with "
+                                     f"--n-train {args.n_train} --n-test {args.n_test} first (it joins the saved shards)")
                 f_train, f_test = pooled_shares(args, f["train"], 2), pooled_shares(args, f["test"], 2)
                 map1 = f["train_map1"]
-            n_tr, n_te = len(f_train), len(f_test)
             twin = rate_twin(*load_set(out, seed, name, twin=True))
             r = {"spikes": readout_accuracy(f_train, mnist.y_train[:n_tr], f_test, mnist.y_test[:n_te], seed, epochs)}
             tw_train = extract_features(twin, mnist.x_train, progress=False)

@@ -59,3 +59,13 @@ def test_a_worker_outside_the_jobs_is_named(kernels_dir, capsys):
     with pytest.raises(SystemExit):
         snn_convnet.main(infer_args(kernels_dir, "--jobs", "2", "--worker", "2"))
     assert "--worker must be in [0, --jobs)" in capsys.readouterr().err
+
+
+def test_score_names_counts_of_other_sizes(kernels_dir):
+    """Counts joined for other sizes are not scored as if they were the ones asked for."""
+    require_data("mnist.npz")
+    snn_convnet.save_npz(kernels_dir / "counts_s0_spiking.npz", train=np.zeros((2, 8, 7, 7)),
+                         test=np.zeros((4, 8, 7, 7)), train_map1=np.zeros((2, 4, 24, 24)))
+    score = ["--part", "score", "--out", str(kernels_dir), "--seeds", "0", "--sets", "spiking"]
+    with pytest.raises(SystemExit, match="holds the counts of 2 training and 4 test images, not the 3 and 4"):
+        snn_convnet.main(score + ["--n-train", "3", "--n-test", "4"])
