@@ -66,13 +66,9 @@ def cmd_train(args) -> int:
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for the run
     if main_rank:
         print(f"run directory: {out}", file=sys.stderr)
-    try:
+    with distributed.leaving_at_end():
         metrics = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet,
                       checkpoint_every_s=60 * args.checkpoint_minutes)
-    except BaseException:
-        distributed.shutdown(finished=False)
-        raise
-    distributed.shutdown()
     if not main_rank:
         return 0
     t = metrics["timings_s"]

@@ -17,6 +17,7 @@ A batch keeps its meaning: ``batch_size`` is the global batch, split across the 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import zlib
@@ -142,6 +143,17 @@ def from_environment(device=None, check_every: int = 100) -> Distributed:
     if not dist.is_initialized():
         dist.init_process_group(backend_for(device), timeout=TIMEOUT)
     return Distributed(rank=rank, world=world, check_every=check_every)
+
+
+@contextlib.contextmanager
+def leaving_at_end():
+    """Leave the process group when the block ends: together (:func:`shutdown`) if it finished, at once if it raised."""
+    try:
+        yield
+    except BaseException:
+        shutdown(finished=False)
+        raise
+    shutdown()
 
 
 def shutdown(finished: bool = True) -> None:

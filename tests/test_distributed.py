@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rate_decoder import SoftHebbNet, load_preset
-from rate_decoder.distributed import SINGLE, Distributed, RankDivergence, batch_norm_train, shutdown
+from rate_decoder.distributed import SINGLE, Distributed, RankDivergence, batch_norm_train, leaving_at_end
 from rate_decoder.features import extract_features, extract_features_sharded
 from rate_decoder.layers import SoftHebbLinear
 from rate_decoder.readout import train_readout
@@ -99,15 +99,12 @@ CASES = {"epoch": _epoch, "linear": _linear, "batch_norm": _batch_norm, "readout
 def _worker(rank: int, init: str, out: str, case: str, args: tuple) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=WORLD)
-    try:
-        result = CASES[case](Distributed(rank=rank, world=WORLD, check_every=7), *args)
-        torch.save(result, f"{out}.{rank}")
-    except RankDivergence as err:
-        Path(f"{out}.{rank}.divergence").write_text(str(err))
-    except BaseException:
-        shutdown(finished=False)
-        raise
-    shutdown()
+    with leaving_at_end():
+        try:
+            result = CASES[case](Distributed(rank=rank, world=WORLD, check_every=7), *args)
+            torch.save(result, f"{out}.{rank}")
+        except RankDivergence as err:
+            Path(f"{out}.{rank}.divergence").write_text(str(err))
 
 
 def _run_ranks(case: str, *args) -> list:
