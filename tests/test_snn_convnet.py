@@ -1,6 +1,8 @@
 """experiments.snn_convnet's inference: shards resumed or simulated by parallel workers give one process's counts."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,13 @@ def test_parallel_workers_and_a_resumed_run_give_the_counts_of_one_process(kerne
         assert a["test"].sum() > 0
         for key in ("test", "train", "train_map1"):
             np.testing.assert_array_equal(a[key], b[key])
+    # joining the finished shards for fewer images adds their record and keeps the one of the run that simulated them
+    before = json.loads((two / "infer_s0_spiking.json").read_text())
+    assert before["2x4"]["jobs"] == 2
+    snn_convnet.main(infer_args(two, "--n-test", "2"))
+    after = json.loads((two / "infer_s0_spiking.json").read_text())
+    assert after["2x4"] == before["2x4"] and set(after) == {"2x4", "2x2"}
+    assert "jobs" not in after["2x2"] and after["2x2"]["events_per_image"]["input_events"] > 0
 
 
 def test_strip_option_removes_an_option_and_its_values():
