@@ -30,8 +30,10 @@
 * ``stages``: the first ``--n-test`` test images through the spiking kernels, compared with the rate twin
   stage by stage (correlation of the spike shares with the twin's values; layer 2 also against the rate
   computation fed the spiking layer-1 output).
-* ``score``: a linear readout (the preset's: dropout 0.5, Adam, 50 epochs) trained on the spike counts
-  of the ``--n-train`` training images and tested on the ``--n-test`` test images' spike counts; the rate
+* ``score``: a linear readout (the preset's: dropout 0.5, Adam, 50 epochs) trained on the square roots of
+  the pooled spike shares of the ``--n-train`` training images and tested on the ``--n-test`` test images'
+  (``--readout-features shares``: the shares themselves; ``--validation N``: tested on the last N training
+  images' instead, to choose between them); the rate
   twin of the same network (same kernels, ``softmax(t u)`` and max pooling, batch norms set to the same
   standardisation) on the same images (and, ``--twin-all``, on all 60k/10k images); layer-by-layer comparison of the
   kernel sets (matched cosine) and of the spike shares with the twin's ``softmax(t u)``; energy per image
@@ -374,6 +376,9 @@ def strip_option(argv: list, option: str) -> list:
     return out
 
 
+READOUT_FEATURES = {"sqrt": np.sqrt, "shares": lambda shares: shares}
+
+
 def readout_accuracy(train_f, y_train, test_f, y_test, seed: int, epochs: int) -> float:
     net = SoftHebbNet(_twin_preset())
     torch.manual_seed(seed)
@@ -386,16 +391,24 @@ def readout_accuracy(train_f, y_train, test_f, y_test, seed: int, epochs: int) -
 def score(out: Path, seeds, sets, args, mnist) -> dict:
     """Readout accuracy from the spike counts of ``--n-train`` / ``--n-test`` images, and the rate twin's on the same.
 
-    ``score.json`` keeps one entry per set, seed and pair of sizes (``spiking/s0/10000x10000``), so figures
-    at several sizes sit side by side; an entry already there is not recomputed. The counts must hold the
-    sizes asked for: ``--part infer`` with the same sizes joins them from the saved shards.
+    The readout reads ``--readout-features`` of the pooled shares: ``sqrt`` (the default) is the variance-stabilising
+    transform of Poisson counts, whose variance grows with their mean, so that a weak and a strong feature carry
+    noise of one size; the twin's shares go through the same function. ``--validation N`` scores a readout trained
+    on all but the last N training images' counts on those N instead of the test images (the choice of features
+    is made there, never on the test images).
+
+    ``score.json`` keeps one entry per set, seed, pair of sizes and features (``spiking/s0/10000x10000/sqrt``,
+    ``.../val2000`` for a validation score), so figures at several sizes sit side by side; an entry already
+    there is not recomputed. The counts must hold the sizes asked for: ``--part infer`` with the same sizes
+    joins them from the saved shards.
     """
     path = out / "score.json"
     report = json.loads(path.read_text()) if path.exists() else {"accuracy": {}}
-    epochs = args.readout_epochs
+    epochs, features = args.readout_epochs, READOUT_FEATURES[args.readout_features]
     for seed in seeds:
         for name in sets:
-            key = f"{name}/s{seed}/{args.n_train}x{args.n_test}"
+            key = f"{name}/s{seed}/{args.n_train}x{args.n_test}/{args.readout_features}"
+            key += f"/val{args.validation}" if args.validation else ""
             counts = out / f"counts_s{seed}_{name}.npz"
             if key in report["accuracy"] or not counts.exists():
                 continue
@@ -408,15 +421,22 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
                 f_train, f_test = pooled_shares(args, f["train"], 2), pooled_shares(args, f["test"], 2)
                 map1 = f["train_map1"]
             twin = rate_twin(*load_set(out, seed, name, twin=True))
-            r = {"spikes": readout_accuracy(f_train, mnist.y_train[:n_tr], f_test, mnist.y_test[:n_te], seed, epochs)}
-            tw_train = extract_features(twin, mnist.x_train, progress=False)
-            tw_test = extract_features(twin, mnist.x_test, progress=False)
-            r["twin_same_images"] = readout_accuracy(tw_train[:n_tr], mnist.y_train[:n_tr], tw_test[:n_te],
-                                                     mnist.y_test[:n_te], seed, epochs)
+            tw_train = extract_features(twin, mnist.x_train[:n_tr], progress=False).double().numpy()
+            tw_test = extract_features(twin, mnist.x_test[:n_te], progress=False).double().numpy()
+            y_train, y_test = mnist.y_train[:n_tr], mnist.y_test[:n_te]
+            if args.validation:  # the last N training images stand in for the test images
+                fit = n_tr - args.validation
+                f_train, f_test, tw_train, tw_test = f_train[:fit], f_train[fit:], tw_train[:fit], tw_train[fit:]
+                y_train, y_test = y_train[:fit], y_train[fit:]
+            r = {"spikes": readout_accuracy(features(f_train), y_train, features(f_test), y_test, seed, epochs),
+                 "twin_same_images": readout_accuracy(features(tw_train), y_train, features(tw_test), y_test, seed,
+                                                      epochs)}
             if args.twin_all:
-                r["twin_all_images"] = readout_accuracy(tw_train, mnist.y_train, tw_test, mnist.y_test, seed, epochs)
+                tw_all = extract_features(twin, mnist.x_train, progress=False).double().numpy()
+                r["twin_all_images"] = readout_accuracy(features(tw_all), mnist.y_train, features(
+                    extract_features(twin, mnist.x_test, progress=False).double().numpy()), mnist.y_test, seed, epochs)
             # layer 2's pooled shares, spikes against the twin (same images): mean and relative rms difference
-            twin_test = tw_test[:n_te].double().numpy().reshape(f_test.shape)
+            twin_test = tw_test.reshape(f_test.shape)
             r["layer2_pooled_share_mean"] = {"spikes": float(f_test.mean()), "twin": float(twin_test.mean())}
             r["layer2_pooled_correlation"] = float(np.corrcoef(f_test.ravel(), twin_test.ravel())[0, 1])
             # layer 1's spike shares at every position against softmax(t u) of the same kernels (first training images)
@@ -573,6 +593,10 @@ def main(argv=None):
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --jobs for its processes
     ap.add_argument("--readout-epochs", type=int, default=50)
     ap.add_argument("--twin-all", action="store_true", help="score: also the rate twin on all 60k/10k images")
+    ap.add_argument("--readout-features", choices=tuple(READOUT_FEATURES), default="sqrt",
+                    help="score: what the readout reads of the pooled shares (sqrt: variance-stabilised counts)")
+    ap.add_argument("--validation", type=int, default=0,
+                    help="score: train the readout on all but the last N training images and score it on those N")
     ap.add_argument("--seed-run", type=int, default=0, help="seed of the spiking runs' random draws")
     args = ap.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -581,6 +605,8 @@ def main(argv=None):
     for name in ("patches1", "patches2", "l2_images", "n_train", "n_test", "chunk", "shard", "pool_race", "jobs"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 <= args.validation < args.n_train:
+        ap.error(f"--validation must be in [0, --n-train), got {args.validation} of {args.n_train}")
     if args.normalisation == "homeostatic" and (args.patches1 % args.batch or args.patches2 % args.batch2):
         ap.error("--patches1 and --patches2 must be multiples of --batch and --batch2")
     configure_cpu()

@@ -78,3 +78,9 @@ def test_score_names_counts_of_other_sizes(kernels_dir):
     score = ["--part", "score", "--out", str(kernels_dir), "--seeds", "0", "--sets", "spiking"]
     with pytest.raises(SystemExit, match="holds the counts of 2 training and 4 test images, not the 3 and 4"):
         snn_convnet.main(score + ["--n-train", "3", "--n-test", "4"])
+
+
+def test_a_validation_split_larger_than_the_readout_set_is_named(kernels_dir, capsys):
+    with pytest.raises(SystemExit):
+        snn_convnet.main(["--part", "score", "--out", str(kernels_dir), "--n-train", "2", "--validation", "2"])
+    assert "--validation must be in [0, --n-train), got 2 of 2" in capsys.readouterr().err
