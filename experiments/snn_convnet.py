@@ -432,9 +432,10 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
                  "twin_same_images": readout_accuracy(features(tw_train), y_train, features(tw_test), y_test, seed,
                                                       epochs)}
             if args.twin_all:
-                tw_all = extract_features(twin, mnist.x_train, progress=False).double().numpy()
-                r["twin_all_images"] = readout_accuracy(features(tw_all), mnist.y_train, features(
-                    extract_features(twin, mnist.x_test, progress=False).double().numpy()), mnist.y_test, seed, epochs)
+                all_train, all_test = (extract_features(twin, x, progress=False).double().numpy()
+                                       for x in (mnist.x_train, mnist.x_test))
+                r["twin_all_images"] = readout_accuracy(features(all_train), mnist.y_train, features(all_test),
+                                                        mnist.y_test, seed, epochs)
             # layer 2's pooled shares, spikes against the twin (same images): mean and relative rms difference
             twin_test = tw_test.reshape(f_test.shape)
             r["layer2_pooled_share_mean"] = {"spikes": float(f_test.mean()), "twin": float(twin_test.mean())}
