@@ -398,8 +398,8 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
     is made there, never on the test images).
 
     ``score.json`` keeps one entry per set, seed, pair of sizes and features (``spiking/s0/10000x10000/sqrt``,
-    ``.../val2000`` for a validation score), so figures at several sizes sit side by side; an entry already
-    there is not recomputed. The counts must hold the sizes asked for: ``--part infer`` with the same sizes
+    ``.../val2000`` for a validation score, ``.../e10`` for a readout of other than 50 epochs), so figures at
+    several sizes sit side by side; an entry already there is not recomputed. The counts must hold the sizes asked for: ``--part infer`` with the same sizes
     joins them from the saved shards.
     """
     path = out / "score.json"
@@ -408,7 +408,7 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
     for seed in seeds:
         for name in sets:
             key = f"{name}/s{seed}/{args.n_train}x{args.n_test}/{args.readout_features}"
-            key += f"/val{args.validation}" if args.validation else ""
+            key += (f"/val{args.validation}" if args.validation else "") + (f"/e{epochs}" if epochs != 50 else "")
             counts = out / f"counts_s{seed}_{name}.npz"
             if key in report["accuracy"] or not counts.exists():
                 continue
