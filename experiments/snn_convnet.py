@@ -399,8 +399,8 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
 
     ``score.json`` keeps one entry per set, seed, pair of sizes and features (``spiking/s0/10000x10000/sqrt``,
     ``.../val2000`` for a validation score, ``.../e10`` for a readout of other than 50 epochs), so figures at
-    several sizes sit side by side; an entry already there is not recomputed. The counts must hold the sizes asked for: ``--part infer`` with the same sizes
-    joins them from the saved shards.
+    several sizes sit side by side; an entry already there is not recomputed. The counts must hold the sizes
+    asked for: ``--part infer`` with the same sizes joins them from the saved shards.
     """
     path = out / "score.json"
     report = json.loads(path.read_text()) if path.exists() else {"accuracy": {}}
@@ -422,12 +422,14 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
                 map1 = f["train_map1"]
             twin = rate_twin(*load_set(out, seed, name, twin=True))
             tw_train = extract_features(twin, mnist.x_train[:n_tr], progress=False).double().numpy()
-            tw_test = extract_features(twin, mnist.x_test[:n_te], progress=False).double().numpy()
-            y_train, y_test = mnist.y_train[:n_tr], mnist.y_test[:n_te]
+            y_train = mnist.y_train[:n_tr]
             if args.validation:  # the last N training images stand in for the test images
                 fit = n_tr - args.validation
                 f_train, f_test, tw_train, tw_test = f_train[:fit], f_train[fit:], tw_train[:fit], tw_train[fit:]
                 y_train, y_test = y_train[:fit], y_train[fit:]
+            else:
+                tw_test = extract_features(twin, mnist.x_test[:n_te], progress=False).double().numpy()
+                y_test = mnist.y_test[:n_te]
             r = {"spikes": readout_accuracy(features(f_train), y_train, features(f_test), y_test, seed, epochs),
                  "twin_same_images": readout_accuracy(features(tw_train), y_train, features(tw_test), y_test, seed,
                                                       epochs)}
