@@ -7,11 +7,14 @@ normaliser, one per position), and every position runs in parallel. A whole imag
 
 **Learning on patches, inference on maps.** The kernels are learnt by one population that sees one
 patch per presentation (:class:`snn.layer.SpikingSoftHebb`): convolution as data augmentation, as the
-paper frames it. The map shares them: each synapse holds the index of its kernel entry and reads the
-weight from the layer's table (a ``TimedArray`` read at ``index * second``, once per run into a local
-copy), so one table of ``K x C k k`` values serves every position, as a chip's shared weight memory would. Learning on the map
-itself would need each kernel entry's change summed over all positions before it is applied: a sum no
-synapse and no neuron holds locally, so the map does not learn.
+paper frames it. The map shares them, as a chip's shared weight memory would: one table of
+``K x C k k`` values per layer (a group ``map{l}_weights``, set at each run) serves every position.
+Brian2's ``Synapses`` cannot share a weight, so the kernel synapses are a C++ function the source
+calls as it spikes (:func:`shared_kernel`): the adds that one synapse per connection, holding a copy
+of its kernel entry, would make, in the same order (so the spike counts are the same bit for bit),
+without streaming a copy per synapse from memory at every event. Learning on the map itself would need
+each kernel entry's change summed over all positions before it is applied: a sum no synapse and no
+neuron holds locally, so the map does not learn.
 
 **Pre-activation.** Layer 1's inputs are the ON/OFF pixels of :mod:`snn.layer` (one per pixel of the
 image, with the onset burst), each connected to every output whose ``k x k`` window holds it; reflect
@@ -49,7 +52,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from brian2 import (Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, linked_var,
+from brian2 import (Function, Network, NeuronGroup, SpikeMonitor, StateMonitor, Synapses, TimedArray, linked_var,
                     ms, second)
 
 from .layer import INPUT_EQS, INPUT_ONSET, INPUT_RESET, INPUT_THRESHOLD
@@ -76,7 +79,7 @@ POOL_EQS = """
 v_pool : 1
 locked : 1
 count : 1
-g : 1
+reads : 1
 """
 POOL_RESET = "v_pool -= 1\ncount += 1"  # a backlog, not a reset: a spike arriving as the unit fires is relayed next
 #: a spike of a window's neuron reaches its pooling unit: the first neuron to reach ``pool_race`` counted
@@ -128,6 +131,63 @@ def pool_connections(channels: int, height: int, width: int, pool: tuple[int, in
     source = (y * width + x) * channels + c
     target = (py * wp + px) * channels + c
     return source[inside], target[inside], (hp, wp)
+
+
+def _layer_inputs(net: "SpikingConvNet") -> list:
+    """``(C, H, W)`` of each layer's inputs: the image, then each layer's pooled map."""
+    shapes, (c, h, w) = [], net.in_shape
+    kernel, stride, padding = net.pool
+    for layer in net.layers:
+        shapes.append((c, h, w))
+        c, h, w = layer.channels, (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    return shapes
+
+
+#: an event of ``source`` of size ``size`` adds ``size`` times kernel entry ``e`` to the ``K`` channels of each
+#: position its fan-out reaches: a run of ``K`` shared weights at ``e * K`` onto the ``K`` neurons at ``q * K``
+SHARED_KERNEL_CPP = """
+static inline double {name}(const int32_t source, const double size)
+{{
+    double* __restrict target = brian::_array_{target};
+    const double* __restrict table = brian::_array_{table};
+    const int32_t begin = _namespace{name}_start[source], end = _namespace{name}_start[source + 1];
+    for (int32_t s = begin; s < end; s++)
+    {{
+        double* __restrict out = target + _namespace{name}_position[s];
+        const double* __restrict w = table + _namespace{name}_entry[s];
+        for (int k = 0; k < {channels}; k++)
+            out[k] += w[k] * size;
+    }}
+    return (double)((end - begin) * {channels});
+}}
+"""
+
+
+def shared_kernel(name: str, target: str, table: str, source: np.ndarray, post: np.ndarray, entry: np.ndarray,
+                  sources: int, channels: int) -> Function:
+    """The kernel synapses of a map layer with their weights in one shared table (C++ standalone only).
+
+    Brian2's ``Synapses`` hold one weight per synapse: a copy of every kernel at every position (7.2 M for
+    the MNIST network's layer 2), streamed from memory at each event. A chip with weight sharing reads
+    one table of ``K x C k k`` entries instead; so does this function, called by a source as it spikes
+    (in its reset, with the event's size): for each ``(position, entry)`` pair of its fan-out, it adds
+    ``size * table[e K : e K + K]`` to the ``K`` neurons at that position, and returns the number of
+    synaptic operations (device reads). ``target`` and ``table`` name the Brian2 arrays of the map's
+    pre-activation and of the table group's ``w``. Its adds are those that the synapses
+    ``(source, post, entry)`` of :func:`conv_connections` would make, in their order, so each target sums
+    the same terms in the same order; it runs in the reset slot, after the synapses of the step, and
+    nothing reads the pre-activation in between.
+    """
+    first = post % channels == 0  # one pair per (source, position, entry): the synapses of channel 0
+    source, position, entry = source[first], post[first], entry[first]
+    start = np.concatenate([[0], np.cumsum(np.bincount(source, minlength=sources))]).astype(np.int32)
+    function = Function(None, arg_units=[1, 1], arg_types=["integer", "float"], return_unit=1,
+                        return_type="float", stateless=False)
+    function.implementations.add_implementation(
+        "cpp", SHARED_KERNEL_CPP.format(name=name, target=target, table=table, channels=int(channels)),
+        namespace={f"{name}_start": start, f"{name}_position": position.astype(np.int32),
+                   f"{name}_entry": (entry * channels).astype(np.int32)}, name=name)
+    return function
 
 
 def race_win_probability(rate_high: float, rate_low: float, race: int, window: float) -> float:
@@ -231,14 +291,20 @@ class _MapNetwork:
         self.timed = {name: TimedArray(value, dt=p.t_present if name in ("stimulus", "present_gate") else second,
                                        name=f"map_{name}") for name, value in placeholders.items()}
         gate = {"present_gate": self.timed["present_gate"]}
-        self.pixels = NeuronGroup(c * h * w, INPUT_EQS + PIXEL_COUNT_EQS, threshold=INPUT_THRESHOLD,
-                                  reset="fired += int(abs(x) > 0)\n" + INPUT_RESET, method="exact", name="map_pixels",
+        inputs = _layer_inputs(net)  # (C, H, W) that each layer reads
+        # one event of a source reaches every kernel synapse of its fan-out through its layer's shared table
+        self.kernels = [shared_kernel(f"map{n}_kernel", f"map{n}_exc_{'v' if n > 1 else 'u'}", f"map{n}_weights_w",
+                                      *conv_connections(*shape, layer.kernel_size, layer.channels, channels_last=n > 1),
+                                      sources=int(np.prod(shape)), channels=layer.channels)
+                        for n, (layer, shape) in enumerate(zip(net.layers, inputs), 1)]
+        self.pixels = NeuronGroup(c * h * w, INPUT_EQS + PIXEL_COUNT_EQS + "\nreads : 1", threshold=INPUT_THRESHOLD,
+                                  reset="reads += int(abs(x) > 0) * map1_kernel(i, ev)\nfired += int(abs(x) > 0)\n" + INPUT_RESET,
+                                  method="exact", name="map_pixels",
                                   namespace=dict(base, r0=p.input_rate, burst=float(p.onset_burst),
-                                                 stimulus=self.timed["stimulus"]))
+                                                 stimulus=self.timed["stimulus"], map1_kernel=self.kernels[0]))
         self.pixels.run_regularly(INPUT_ONSET, dt=p.t_present, when="start", name="map_pixels_onset")
-        objects, self.layers = [self.pixels], []
-        source, shape = self.pixels, (c, h, w)
-        for index, layer in enumerate(net.layers):
+        objects, self.layers, source = [self.pixels], [], self.pixels
+        for index, (layer, shape) in enumerate(zip(net.layers, inputs)):
             n = index + 1
             biased = index > 0
             d = "v" if biased else "u"
@@ -252,25 +318,16 @@ class _MapNetwork:
             exc.run_regularly(f"{d} = 0\nt_on = t\ngate = present_gate(t + 0.5 * t_present)", dt=p.t_present,
                               when="start", name=f"map{n}_onset")
             exc.run_regularly(f"{d} = {d} * decay\n{DRIVE[p.wta]}", when="groups", order=0, name=f"map{n}_step")
-            kernel_table = self.timed[f"kernel{n}"]
-            src, tgt, entry = conv_connections(shape[0], shape[1], shape[2], layer.kernel_size, layer.channels,
-                                               channels_last=biased)
-            # a pixel's event carries its size ev; a pooling unit's spikes all carry the next block's gain g,
-            # folded into the synapse's weight
-            on_pre = f"{d}_post += w * ev_pre" if not biased else f"{d}_post += w"
-            syn = Synapses(source, exc, "entry : integer (constant)\nw : 1", on_pre=on_pre,
-                           name=f"map{n}_kernel", namespace={f"kernel{n}": kernel_table})
-            syn.connect(i=src, j=tgt)
-            syn.entry = entry
-            # each synapse reads its weight from the layer's table once per run (a local copy: faster than a
-            # table read per event)
-            syn.run_regularly(f"w = kernel{n}(entry * second)" + (" * g_pre" if biased else ""),
-                              dt=net.chunk * p.t_present, when="start", name=f"map{n}_kernel_read")
-            fan_out = {"kernel": np.bincount(src, minlength=len(source))}
+            # the shared weight memory: entry (c, dy, dx) of kernel k at (c * k k + dy * k + dx) * K + k, set per run
+            weights = NeuronGroup(layer.kernels.size, "w : 1", name=f"map{n}_weights")
+            fan_out = {}
             wta = self._inhibition(n, exc, positions, layer.channels, p)
             pool_src, pool_tgt, pooled_hw = pool_connections(layer.channels, shape[1], shape[2], net.pool)
+            feeds = n < len(net.layers)  # the pooling units of a layer below relay their spikes to the next kernels
             pool = NeuronGroup(pooled_hw[0] * pooled_hw[1] * layer.channels, POOL_EQS, threshold="v_pool > 0.5",
-                               reset=POOL_RESET, method="exact", name=f"map{n}_pool", namespace=dict(base))
+                               reset=(f"reads += map{n + 1}_kernel(i, 1.0)\n" if feeds else "") + POOL_RESET,
+                               method="exact", name=f"map{n}_pool",
+                               namespace=dict(base, **({f"map{n + 1}_kernel": self.kernels[n]} if feeds else {})))
             pool.run_regularly("locked = 0\nv_pool = 0", dt=p.t_present, when="start", name=f"map{n}_pool_onset")
             to_pool = Synapses(exc, pool, TO_POOL_EQS, on_pre=TO_POOL, name=f"map{n}_to_pool", namespace=dict(space))
             to_pool.connect(i=pool_src, j=pool_tgt)
@@ -281,21 +338,21 @@ class _MapNetwork:
             recorded = (exc, pool, *((wta["inh"],) if "inh" in wta else ()), *((self.pixels,) if n == 1 else ()))
             spikes = [SpikeMonitor(group, name=f"{group.name}_spikes") for group in recorded] if net.record else []
             if net.record:  # u in the first step of each presentation, once the onset events have arrived
-                spikes.append(StateMonitor(exc, "u", record=True, dt=p.t_present, when="after_synapses",
+                spikes.append(StateMonitor(exc, "u", record=True, dt=p.t_present, when="after_resets",
                                            name=f"{exc.name}_onset_u"))
             if p.wta == "circuit":
                 fan_out.update(to_inh=np.ones(size), from_inh=np.full(len(wta["inh"]), layer.channels))
-            self.layers.append(dict(exc=exc, kernel=syn, pool=pool, to_pool=to_pool, counts=counts, spikes=spikes,
+            self.layers.append(dict(exc=exc, weights=weights, source=source, pool=pool, to_pool=to_pool, counts=counts, spikes=spikes,
                                     fan_out=fan_out,
                                     shape=(layer.channels, shape[1], shape[2]), pooled=(layer.channels, *pooled_hw),
                                     **wta))
-            objects += [exc, syn, pool, to_pool, *counts, *spikes, *wta.values()]
-            source, shape = pool, (layer.channels, *pooled_hw)
+            objects += [exc, weights, pool, to_pool, *counts, *spikes, *wta.values()]
+            source = pool
         self.seed_variable = self.layers[0]["exc"].variables["rng_seed"]
         self.network = Network(*objects, name="map_network")
         #: neurons updated at every time step (the pixels are event-driven)
         self.neurons = sum(len(group) for group in objects if isinstance(group, NeuronGroup) and group is not self.pixels
-                           and not group.name.endswith("_norm"))
+                           and not group.name.endswith(("_norm", "_weights")))
         self.namespace = {}
 
     @staticmethod
@@ -373,10 +430,7 @@ class SpikingConvNet:
 
     # --- structure -------------------------------------------------------------------------------
     def _placeholders(self) -> dict:
-        values = {"stimulus": np.zeros((self.chunk, int(np.prod(self.in_shape)))), "present_gate": np.ones(self.chunk)}
-        for n, layer in enumerate(self.layers, 1):
-            values[f"kernel{n}"] = np.zeros(layer.kernels.size)
-        return values
+        return {"stimulus": np.zeros((self.chunk, int(np.prod(self.in_shape)))), "present_gate": np.ones(self.chunk)}
 
     @property
     def build_dir(self):
@@ -419,7 +473,11 @@ class SpikingConvNet:
             args = {net.timed["stimulus"]: stimulus, net.timed["present_gate"]: gate,
                     net.layers[0]["exc"].rng_seed: float(self.rng.integers(2 ** 31))}
             for n, (layer, objects) in enumerate(zip(self.layers, net.layers), 1):
-                args[net.timed[f"kernel{n}"]] = np.asarray(layer.kernels, dtype=np.float64).ravel()
+                kernels = np.asarray(layer.kernels, dtype=np.float64)
+                if n > 1:  # a pooling unit's spikes all carry the block's gain g of their channel: folded into the table
+                    g = 1.0 / (np.asarray(layer.std, dtype=np.float64) * float(self.params.output_rate * self.params.tau))
+                    kernels = kernels * np.repeat(g, layer.kernel_size ** 2)
+                args[objects["weights"].w] = kernels.T.ravel()  # entry e of kernel k at e * K + k
                 exc = objects["exc"]
                 args[exc.inv_temp] = float(layer.inverse_temperature)
                 if self.params.wta == "circuit":
@@ -429,9 +487,6 @@ class SpikingConvNet:
                     b = -np.asarray(layer.mean) / np.asarray(layer.std)
                     beta = layer.kernels.reshape(layer.channels, layer.in_channels, -1).sum(2) @ b
                     args[exc.beta] = np.tile(beta, len(exc) // layer.channels)
-                    below = net.layers[n - 2]["pool"]
-                    g = 1.0 / (np.asarray(layer.std) * float(self.params.output_rate * self.params.tau))
-                    args[below.g] = np.tile(g, len(below) // layer.in_channels)
             run_project(args)
             for n, objects in enumerate(net.layers):
                 for store, monitor, shape in ((maps[n], objects["counts"][0], objects["shape"]),
@@ -465,10 +520,9 @@ class SpikingConvNet:
         pixel_events = fired(net.pixels)
         out = {"input_events": float(pixel_events.sum()), "excitatory_spikes": 0.0, "inhibitory_spikes": 0.0,
                "pooling_spikes": 0.0, "synaptic_ops": 0.0, "device_reads": 0.0}
-        source_events = pixel_events
         for objects in net.layers:
             fan_out = objects["fan_out"]  # each event of a source reaches all its synapses
-            reads = float(source_events @ fan_out["kernel"])
+            reads = float(np.sum(objects["source"].reads[:]))  # counted by the shared kernel as it adds
             out["device_reads"] += reads
             exc = fired(objects["exc"])
             pool = fired(objects["pool"])
@@ -480,7 +534,6 @@ class SpikingConvNet:
                 out["inhibitory_spikes"] += inh.sum()
                 routing += float(exc @ fan_out["to_inh"] + inh @ fan_out["from_inh"])
             out["synaptic_ops"] += reads + routing
-            source_events = pool
         return out
 
 
