@@ -57,7 +57,7 @@ from brian2 import ms, second
 from rate_decoder import SoftHebbNet, configure_cpu, load_dataset, load_preset, rules
 from rate_decoder.features import extract_features
 from rate_decoder.readout import train_readout
-from rate_decoder.run import atomic_write, write_json
+from rate_decoder.run import atomic_write, update_json, write_json
 from hardware_models import make_synapse
 from snn import SpikingSoftHebb, data, decoding, energy, preset, reference
 from snn.conv import LIMIT, MapLayer, SpikingConvNet, simulated_race_pooling
@@ -329,14 +329,16 @@ def infer(out: Path, seed: int, name: str, args, mnist) -> dict:
     save_npz(path, **joined)
     report["energy_per_image_J"] = energy.inference_energy(report["events_per_image"])
     # one record per pair of sizes; joining shards simulated earlier keeps the record of the run that simulated them
-    record = out / f"infer_s{seed}_{name}.json"
-    records = json.loads(record.read_text()) if record.exists() else {}
-    if "seed" in records:  # a record written before they were keyed by sizes
-        records = {"sizes not recorded": records}
     key = f"{args.n_train}x{args.n_test}"
-    if key not in records or wall is not None or compile_s is not None:
-        records[key] = report
-        write_json(record, records)
+
+    def add(records: dict) -> None:
+        if "seed" in records:  # a record written before they were keyed by sizes
+            earlier = dict(records)
+            records.clear()
+            records["sizes not recorded"] = earlier
+        if key not in records or wall is not None or compile_s is not None:
+            records[key] = report
+    records = update_json(out / f"infer_s{seed}_{name}.json", add)
     print(json.dumps(records[key]), flush=True)
     return records[key]
 
@@ -450,9 +452,9 @@ def score(out: Path, seeds, sets, args, mnist) -> dict:
             observed = decoding.shares_from_counts(map1, float(p.output_rate), float((p.t_present - p.t_blank) / second))
             r["layer1_shares_vs_softmax"] = {"correlation": float(np.corrcoef(observed.ravel(), expected.ravel())[0, 1]),
                                              "mean_total_variation": float(0.5 * np.abs(observed - expected).sum(1).mean())}
-            report["accuracy"][key] = r
             print(key, json.dumps(r), flush=True)
-            write_json(path, report)
+            # merged into the file as it is now: another score process may have added entries meanwhile
+            report = update_json(path, lambda scores, key=key, r=r: scores.setdefault("accuracy", {}).update({key: r}))
     return report
 
 

@@ -19,6 +19,7 @@ The feature files (CIFAR-10: 2.5 GB) are deleted when the readout ends.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -93,6 +94,21 @@ def atomic_write(path: Path, write) -> None:
 
 def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+
+
+def update_json(path: Path, update) -> dict:
+    """Apply ``update(obj)`` to the JSON object at ``path`` (``{}`` if there is none) and write it back atomically.
+
+    The read, the update and the write hold an exclusive lock on ``<path>.lock``, so processes adding
+    entries to one results file at the same time keep each other's entries. Returns the object written.
+    """
+    path = Path(path)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        obj = json.loads(path.read_text()) if path.exists() else {}
+        update(obj)
+        write_json(path, obj)
+    return obj
 
 
 def build_network(config: RunConfig, device=None) -> SoftHebbNet:

@@ -128,6 +128,27 @@ def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "r")) == ["checkpoint.pt", "config.json", "kernels.png", "metrics.json"]
 
 
+def _add_entries(path, worker, count):
+    for k in range(count):
+        run_module.update_json(path, lambda obj: obj.setdefault("accuracy", {}).update({f"w{worker}/{k}": k}))
+
+
+def test_concurrent_updates_of_a_results_file_keep_every_entry(tmp_path):
+    """Processes adding entries to one results file at once (two ``--part score`` runs, say) lose none:
+    without the lock, a read-modify-write of one overwrites what another added since its read."""
+    import multiprocessing
+
+    path = tmp_path / "score.json"
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_add_entries, args=(path, w, 40)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+    assert [p.exitcode for p in workers] == [0] * 4
+    assert len(json.loads(path.read_text())["accuracy"]) == 160
+
+
 def test_checkpoint_errors(tmp_path):
     run(digits_config(readout_epochs=1), tmp_path / "r", progress=False)
     path = tmp_path / "r" / "checkpoint.pt"
