@@ -25,12 +25,13 @@ events: the patch population's ``u`` for the patch at ``q`` (tested exactly righ
 **Spiking max pooling: a race per window.** A pooling unit (channel ``c``, pooled cell ``P``) is
 connected to the neurons of channel ``c`` in its window (4x4, stride 2, padding 1 by default). Each
 connection counts its neuron's spikes in the counting window; the first neuron to reach ``pool_race``
-spikes locks the unit to itself, and from then on the unit relays that neuron's spikes, one for one.
-(each relayed spike one time step after the neuron's). The relayed statistic is the spike train of the window's first neuron to fire ``pool_race`` spikes,
-from its ``pool_race``-th spike on: the window's most active neuron unless two are within the
-race's noise (:func:`race_win_probability` gives the chance that the more active of two wins). It
-is the max pooling of the rate network on the shares ``p = softmax(t u)``, minus the spikes before
-the lock. The pooled count is read out as ``count / (R T)``, what a pooled share would be.
+spikes locks the unit to itself, and from then on the unit relays that neuron's spikes, one for one
+(each relayed spike one time step after the neuron's). The relayed statistic is the spike train of the
+window's first neuron to fire ``pool_race`` spikes, from its ``pool_race``-th spike on: the window's
+most active neuron unless two are within the race's noise (:func:`race_win_probability` gives the
+chance that the more active of two wins). It is the max pooling of the rate network on the shares
+``p = softmax(t u)``, minus the spikes before the lock. The pooled count is read out as
+``count / (R T)``, what a pooled share would be.
 
 **Between layers** (as :mod:`snn.relay`): the next block's batch norm becomes a synaptic gain
 ``g_c = 1 / (std_c R tau)`` per relayed spike and a bias current ``beta_k = sum_i w_ki b_i`` with
@@ -298,8 +299,8 @@ class _MapNetwork:
                                       sources=int(np.prod(shape)), channels=layer.channels)
                         for n, (layer, shape) in enumerate(zip(net.layers, inputs), 1)]
         self.pixels = NeuronGroup(c * h * w, INPUT_EQS + PIXEL_COUNT_EQS + "\nreads : 1", threshold=INPUT_THRESHOLD,
-                                  reset="reads += int(abs(x) > 0) * map1_kernel(i, ev)\nfired += int(abs(x) > 0)\n" + INPUT_RESET,
-                                  method="exact", name="map_pixels",
+                                  reset=("reads += int(abs(x) > 0) * map1_kernel(i, ev)\nfired += int(abs(x) > 0)\n"
+                                         + INPUT_RESET), method="exact", name="map_pixels",
                                   namespace=dict(base, r0=p.input_rate, burst=float(p.onset_burst),
                                                  stimulus=self.timed["stimulus"], map1_kernel=self.kernels[0]))
         self.pixels.run_regularly(INPUT_ONSET, dt=p.t_present, when="start", name="map_pixels_onset")
@@ -342,8 +343,8 @@ class _MapNetwork:
                                            name=f"{exc.name}_onset_u"))
             if p.wta == "circuit":
                 fan_out.update(to_inh=np.ones(size), from_inh=np.full(len(wta["inh"]), layer.channels))
-            self.layers.append(dict(exc=exc, weights=weights, source=source, pool=pool, to_pool=to_pool, counts=counts, spikes=spikes,
-                                    fan_out=fan_out,
+            self.layers.append(dict(exc=exc, weights=weights, source=source, pool=pool, to_pool=to_pool, counts=counts,
+                                    spikes=spikes, fan_out=fan_out,
                                     shape=(layer.channels, shape[1], shape[2]), pooled=(layer.channels, *pooled_hw),
                                     **wta))
             objects += [exc, weights, pool, to_pool, *counts, *spikes, *wta.values()]
