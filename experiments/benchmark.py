@@ -12,6 +12,7 @@ of a real run, not of the initialisation.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -75,8 +76,11 @@ def copy_gbytes(device, mib: int = 256, repeats: int = 5) -> float:
     return 2 * a.numel() * 4 * repeats / (time.perf_counter() - t) / 1e9
 
 
-def bench_readout(net, images: int, device) -> dict:
+def bench_readout(net, images: int, device, kernel: bool = True) -> dict:
     """The readout's training on random fp16 features of the head's width: seconds per image and epoch.
+
+    ``kernel=False``: by tensor operations, with the fused CPU kernel switched off
+    (``SOFTHEBB_READOUT_KERNEL=torch``, :mod:`rate_decoder.readout_kernel`).
 
     Each step of batch 64 needs its features once (fp16), and its two products (logits and the weight
     gradient) have only ``n_classes`` outputs: few multiply-adds per byte, so the phase's floor is set by
@@ -88,12 +92,20 @@ def bench_readout(net, images: int, device) -> dict:
     features = torch.randn(images, width, generator=g).half()
     labels = torch.randint(0, classes, (images,), generator=g)
     test = features[:1000], labels[:1000]
-    train_readout(net, features[:640], labels[:640], *test, epochs=1, device=device, progress=False)  # warm-up
-    _sync(device)
-    t = time.perf_counter()
-    train_readout(net, features, labels, *test, epochs=2, device=device, progress=False)
-    _sync(device)
-    per_image = (time.perf_counter() - t) / (2 * images)
+    switch = os.environ.get("SOFTHEBB_READOUT_KERNEL")
+    os.environ["SOFTHEBB_READOUT_KERNEL"] = "c" if kernel else "torch"
+    try:
+        train_readout(net, features[:640], labels[:640], *test, epochs=1, device=device, progress=False)  # warm-up
+        _sync(device)
+        t = time.perf_counter()
+        train_readout(net, features, labels, *test, epochs=2, device=device, progress=False)
+        _sync(device)
+        per_image = (time.perf_counter() - t) / (2 * images)
+    finally:
+        if switch is None:
+            del os.environ["SOFTHEBB_READOUT_KERNEL"]
+        else:
+            os.environ["SOFTHEBB_READOUT_KERNEL"] = switch
     return {"s_per_image_epoch": per_image, "gflops": 2 * 2 * width * classes / per_image / 1e9,
             "floor_s_per_image_epoch": 2 * width / (copy_gbytes(device) * 1e9)}
 
@@ -174,19 +186,23 @@ def main(argv=None):
                           "ratio_to_matmul": fg / peak}
     print(f"feature extraction: {len(images) / t:8.1f} img/s  {fmacs / 1e6:.1f} MMAC/img  {fg:.1f} GFLOP/s  "
           f"{fg / peak:.1%} of matmul")
-    readout = bench_readout(net, args.readout_images, args.device)
-    readout["ratio_to_matmul"] = readout["gflops"] / peak
-    line = (f"readout (batch 64, dropout, Adam): {1 / readout['s_per_image_epoch']:8.0f} img/s per epoch  "
-            f"{readout['gflops']:.1f} GFLOP/s  {readout['gflops'] / peak:.1%} of matmul  "
-            f"{readout['s_per_image_epoch'] / readout['floor_s_per_image_epoch']:.0f}x its memory floor")
     train_images = DATASET_TRAIN_IMAGES.get(preset.dataset)
-    if train_images:
-        readout["minutes_50_epochs"] = readout["s_per_image_epoch"] * train_images * 50 / 60
-        readout["floor_minutes_50_epochs"] = readout["floor_s_per_image_epoch"] * train_images * 50 / 60
-        line += (f"; 50 epochs of {train_images:,} images: {readout['minutes_50_epochs']:.1f} min "
-                 f"(floor {readout['floor_minutes_50_epochs']:.2f} min)")
-    report["readout"] = readout
-    print(line)
+    for name, kernel in (("readout", True), ("readout_tensor_ops", False)):
+        readout = bench_readout(net, args.readout_images, args.device, kernel=kernel)
+        readout["ratio_to_matmul"] = readout["gflops"] / peak
+        line = (f"{'readout' if kernel else 'readout, tensor operations'} (batch 64, dropout, Adam): "
+                f"{1 / readout['s_per_image_epoch']:8.0f} img/s per epoch  "
+                f"{readout['gflops']:.1f} GFLOP/s  {readout['gflops'] / peak:.1%} of matmul  "
+                f"{readout['s_per_image_epoch'] / readout['floor_s_per_image_epoch']:.0f}x its memory floor")
+        if train_images:
+            readout["minutes_50_epochs"] = readout["s_per_image_epoch"] * train_images * 50 / 60
+            readout["floor_minutes_50_epochs"] = readout["floor_s_per_image_epoch"] * train_images * 50 / 60
+            line += (f"; 50 epochs of {train_images:,} images: {readout['minutes_50_epochs']:.1f} min "
+                     f"(floor {readout['floor_minutes_50_epochs']:.2f} min)")
+        report[name] = readout
+        print(line)
+    print(f"readout kernel against tensor operations: "
+          f"{report['readout_tensor_ops']['s_per_image_epoch'] / report['readout']['s_per_image_epoch']:.2f}x")
     if args.out:
         write_json(args.out, report)
 

@@ -6,6 +6,7 @@ epoch's test accuracy reported.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from .data import Images, iter_batches
 from .distributed import SINGLE, Distributed, shard_rows
 from .network import SoftHebbNet
+from .readout_kernel import gathered_matmul, usable
 
 #: row b: the 8 dropout scales (0 or 1 / (1 - 0.5) = 2) that the bits of the byte b give, lowest bit first
 _BYTE_SCALES = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).float() * 2.0
@@ -45,9 +47,44 @@ def feature_dropout(x: Tensor, p: float, rows: tuple[int, int] | None = None) ->
         keep = torch.rand(shape, device=x.device)[start:start + len(x)] >= p
         return x.mul(keep).div_(1.0 - p)
     n = math.prod(shape)
-    words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64)
-    scale = _BYTE_SCALES.index_select(0, words.view(torch.uint8).int()).view(-1)[:n].view(shape)
+    scale = _BYTE_SCALES.index_select(0, dropout_bits(n).int()).view(-1)[:n].view(shape)
     return x * scale[start:start + len(x)]
+
+
+def dropout_bits(n: int) -> Tensor:
+    """The keep-bits of ``n`` features at ``p = 0.5``, as bytes (bit ``j`` of the stream, lowest first, keeps
+    feature ``j``): random 64-bit words from torch's generator, shared by :func:`feature_dropout` and the kernel."""
+    return torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), dtype=torch.int64).view(torch.uint8)
+
+
+class CachedFeatureHead(torch.nn.Module):
+    """The head on rows of a cached feature matrix, by the fused CPU kernel (:mod:`~rate_decoder.readout_kernel`).
+
+    ``forward(idx, rows)`` gives the logits of ``head(feature_dropout(features[idx].float(), p, rows))``,
+    with the same dropout mask drawn from the same generator, without a batch of floats in memory.
+    A module, so that :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it (its parameters are
+    the head's).
+    """
+
+    def __init__(self, head: torch.nn.Linear, features: Tensor, p: float):
+        super().__init__()
+        if p not in (0.0, 0.5):
+            raise ValueError(f"the fused readout takes dropout 0 or 0.5, not {p}")
+        self.head, self.features, self.p = head, features, p
+
+    def forward(self, idx: Tensor, rows: tuple[int, int]) -> Tensor:
+        start, total = rows
+        bits = dropout_bits(total * self.features.shape[1]) if self.p else None
+        return gathered_matmul(self.head.weight, self.features, idx, bits, start) + self.head.bias
+
+    @torch.no_grad()
+    def accuracy(self, features: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
+        """:func:`accuracy` of the head on every row of ``features`` (no dropout)."""
+        correct = 0
+        for i in range(0, len(features), batch_size):
+            logits = gathered_matmul(self.head.weight, features[i:i + batch_size]) + self.head.bias
+            correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
+        return correct / max(1, len(features))
 
 
 def halving_epochs(epochs: int) -> set[int]:
@@ -94,12 +131,19 @@ def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_label
     draws the same order, takes its shard of each batch with that shard's dropout mask, and scales its
     summed loss so that DDP's gradient average is the whole batch's mean: every rank then takes the
     step one process would, up to summation order. Every rank holds all the features.
+
+    Cached fp16 or fp32 features on the CPU go through the fused kernel (:class:`CachedFeatureHead`,
+    :mod:`~rate_decoder.readout_kernel`) and Adam's fused step: the same shuffles and dropout masks, the
+    sums in other orders than torch's. ``SOFTHEBB_READOUT_KERNEL=torch`` turns both off.
     """
     if len(train_features) != len(train_labels) or len(test_features) != len(test_labels):
         raise ValueError("features and labels differ in length")
     head, p_drop = net.head, net.dropout.p
-    model = DistributedDataParallel(head) if ctx.active else head
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    fused = (feature_fn is None and p_drop in (0.0, 0.5) and usable(train_features, head.out_features, device)
+             and usable(test_features, head.out_features, device))
+    inner = CachedFeatureHead(head, train_features, p_drop) if fused else head
+    model = DistributedDataParallel(inner) if ctx.active else inner
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr, fused=True if fused else None)  # one kernel for the step
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     halvings = halving_epochs(epochs)
@@ -112,14 +156,18 @@ def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_label
         sums = torch.zeros(2, dtype=torch.float64)  # summed loss, correct
         starts = range(0, len(order), batch_size)
         shares = [torch.from_numpy(ctx.shard(order[i:i + batch_size].numpy())) for i in starts]
-        for i, idx, f in zip(starts, shares, iter_batches(train_features, shares, device=device)):
+        batches = itertools.repeat(None) if fused else iter_batches(train_features, shares, device=device)
+        for i, idx, f in zip(starts, shares, batches):
             rows = shard_rows(ctx, len(order[i:i + batch_size]))
-            if feature_fn is None:
-                f = f.to(device, torch.float32)
+            if fused:
+                logits = model(idx, rows)
             else:
-                f = feature_fn(f, rows if ctx.active else None)
+                if feature_fn is None:
+                    f = f.to(device, torch.float32)
+                else:
+                    f = feature_fn(f, rows if ctx.active else None)
+                logits = model(feature_dropout(f, p_drop, rows if ctx.active else None))
             y = train_labels[idx].to(device)
-            logits = model(feature_dropout(f, p_drop, rows if ctx.active else None))
             if ctx.active:  # DDP averages the ranks' gradients: sum / (global batch / world) per rank
                 loss = F.cross_entropy(logits, y, reduction="sum") * (ctx.world / rows[1])
             else:
@@ -135,7 +183,8 @@ def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_label
                 group["lr"] *= 0.5
         head.eval()
         metrics = {"epoch": epoch + 1, "train_loss": total_loss / len(order), "train_acc": correct / len(order),
-                   "test_acc": accuracy(head, test_features, test_labels, device),
+                   "test_acc": (inner.accuracy(test_features, test_labels) if fused
+                                else accuracy(head, test_features, test_labels, device)),
                    "lr": optimizer.param_groups[0]["lr"]}
         history.append(metrics)
         if on_epoch is not None:
