@@ -63,26 +63,27 @@ class CachedFeatureHead(torch.nn.Module):
     ``forward(idx, rows)`` gives the logits of ``head(feature_dropout(features[idx].float(), p, rows))``,
     with the same dropout mask drawn from the same generator, without a batch of floats in memory.
     A module, so that :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it (its parameters are
-    the head's).
+    the head's). The kernel runs on ``threads`` threads (default: torch's number).
     """
 
-    def __init__(self, head: torch.nn.Linear, features: Tensor, p: float):
+    def __init__(self, head: torch.nn.Linear, features: Tensor, p: float, threads: int | None = None):
         super().__init__()
         if p not in (0.0, 0.5):
             raise ValueError(f"the fused readout takes dropout 0 or 0.5, not {p}")
         self.head, self.features, self.p = head, features, p
+        self.threads = threads or torch.get_num_threads()
 
     def forward(self, idx: Tensor, rows: tuple[int, int]) -> Tensor:
         start, total = rows
         bits = dropout_bits(total * self.features.shape[1]) if self.p else None
-        return gathered_matmul(self.head.weight, self.features, idx, bits, start) + self.head.bias
+        return gathered_matmul(self.head.weight, self.features, idx, bits, start, self.threads) + self.head.bias
 
     @torch.no_grad()
     def accuracy(self, features: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
         """:func:`accuracy` of the head on every row of ``features`` (no dropout)."""
         correct = 0
         for i in range(0, len(features), batch_size):
-            logits = gathered_matmul(self.head.weight, features[i:i + batch_size]) + self.head.bias
+            logits = gathered_matmul(self.head.weight, features[i:i + batch_size], threads=self.threads) + self.head.bias
             correct += (logits.argmax(1) == labels[i:i + batch_size]).sum().item()
         return correct / max(1, len(features))
 
@@ -141,52 +142,58 @@ def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_label
     head, p_drop = net.head, net.dropout.p
     fused = (feature_fn is None and p_drop in (0.0, 0.5) and usable(train_features, head.out_features, device)
              and usable(test_features, head.out_features, device))
-    inner = CachedFeatureHead(head, train_features, p_drop) if fused else head
+    inner = CachedFeatureHead(head, train_features, p_drop, torch.get_num_threads()) if fused else head
     model = DistributedDataParallel(inner) if ctx.active else inner
     optimizer = torch.optim.Adam(head.parameters(), lr=lr, fused=True if fused else None)  # one kernel for the step
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     halvings = halving_epochs(epochs)
     history = []
-    for epoch in tqdm(range(start_epoch, epochs), desc="readout", disable=not progress, unit="epoch",
-                      initial=start_epoch, total=epochs):
-        torch.manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(len(train_features))
-        head.train()
-        sums = torch.zeros(2, dtype=torch.float64)  # summed loss, correct
-        starts = range(0, len(order), batch_size)
-        shares = [torch.from_numpy(ctx.shard(order[i:i + batch_size].numpy())) for i in starts]
-        batches = itertools.repeat(None) if fused else iter_batches(train_features, shares, device=device)
-        for i, idx, f in zip(starts, shares, batches):
-            rows = shard_rows(ctx, len(order[i:i + batch_size]))
-            if fused:
-                logits = model(idx, rows)
-            else:
-                if feature_fn is None:
-                    f = f.to(device, torch.float32)
+    threads = torch.get_num_threads()
+    # the kernel runs on `threads` threads of its own; torch's, between its small ops, would spin on the same cores
+    torch.set_num_threads(1 if fused else threads)
+    try:
+        for epoch in tqdm(range(start_epoch, epochs), desc="readout", disable=not progress, unit="epoch",
+                          initial=start_epoch, total=epochs):
+            torch.manual_seed(seed * 100_003 + epoch)
+            order = torch.randperm(len(train_features))
+            head.train()
+            sums = torch.zeros(2, dtype=torch.float64)  # summed loss, correct
+            starts = range(0, len(order), batch_size)
+            shares = [torch.from_numpy(ctx.shard(order[i:i + batch_size].numpy())) for i in starts]
+            batches = itertools.repeat(None) if fused else iter_batches(train_features, shares, device=device)
+            for i, idx, f in zip(starts, shares, batches):
+                rows = shard_rows(ctx, len(order[i:i + batch_size]))
+                if fused:
+                    logits = model(idx, rows)
                 else:
-                    f = feature_fn(f, rows if ctx.active else None)
-                logits = model(feature_dropout(f, p_drop, rows if ctx.active else None))
-            y = train_labels[idx].to(device)
-            if ctx.active:  # DDP averages the ranks' gradients: sum / (global batch / world) per rank
-                loss = F.cross_entropy(logits, y, reduction="sum") * (ctx.world / rows[1])
-            else:
-                loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.tensor([loss.item() * rows[1] / ctx.world, (logits.argmax(1) == y).sum().item()],
-                                 dtype=torch.float64)
-        total_loss, correct = ctx.all_reduce_sum(sums).tolist()
-        if epoch + 1 in halvings:
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.5
-        head.eval()
-        metrics = {"epoch": epoch + 1, "train_loss": total_loss / len(order), "train_acc": correct / len(order),
-                   "test_acc": (inner.accuracy(test_features, test_labels) if fused
-                                else accuracy(head, test_features, test_labels, device)),
-                   "lr": optimizer.param_groups[0]["lr"]}
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, metrics, optimizer.state_dict())
+                    if feature_fn is None:
+                        f = f.to(device, torch.float32)
+                    else:
+                        f = feature_fn(f, rows if ctx.active else None)
+                    logits = model(feature_dropout(f, p_drop, rows if ctx.active else None))
+                y = train_labels[idx].to(device)
+                if ctx.active:  # DDP averages the ranks' gradients: sum / (global batch / world) per rank
+                    loss = F.cross_entropy(logits, y, reduction="sum") * (ctx.world / rows[1])
+                else:
+                    loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sums += torch.tensor([loss.item() * rows[1] / ctx.world, (logits.argmax(1) == y).sum().item()],
+                                     dtype=torch.float64)
+            total_loss, correct = ctx.all_reduce_sum(sums).tolist()
+            if epoch + 1 in halvings:
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+            head.eval()
+            metrics = {"epoch": epoch + 1, "train_loss": total_loss / len(order), "train_acc": correct / len(order),
+                       "test_acc": (inner.accuracy(test_features, test_labels) if fused
+                                    else accuracy(head, test_features, test_labels, device)),
+                       "lr": optimizer.param_groups[0]["lr"]}
+            history.append(metrics)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, metrics, optimizer.state_dict())
+    finally:
+        torch.set_num_threads(threads)
     return history

@@ -23,6 +23,7 @@ import platform
 import subprocess
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -36,7 +37,6 @@ MAX_OUTPUTS = 64
 SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
-#include <pthread.h>
 #include <assert.h>
 #ifdef __F16C__
 #include <immintrin.h>
@@ -53,7 +53,7 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef struct {
     const void *x; int half; int64_t n_features; const int64_t *idx; int64_t rows;
     const uint8_t *bits; int64_t start; const float *w; const float *g; int64_t k;
-    float *out; int nthreads; int tid; int backward;
+    float *out; int parts; int tid; int backward;
 } job_t;
 
 static float scales[256][8] __attribute__((aligned(32)));   /* byte b: the 8 dropout scales (0 or 2) of its bits */
@@ -95,7 +95,7 @@ static void *work(void *arg) {
     int64_t F = j->n_features, K = j->k, chunks = (F + CHUNK - 1) / CHUNK;
     static_assert(CHUNK %% TILE == 0, "a chunk holds whole vectors");
     float buf[TILE][CHUNK] __attribute__((aligned(32))), wc[MAXK + KTILE][CHUNK] __attribute__((aligned(32)));
-    for (int64_t c = j->tid; c < chunks; c += j->nthreads) {
+    for (int64_t c = j->tid; c < chunks; c += j->parts) {
         int64_t f0 = c * CHUNK, n = F - f0 < CHUNK ? F - f0 : CHUNK, npad = (n + TILE - 1) / TILE * TILE;
         if (!j->backward) {           /* out[c][i][k] = sum over the chunk of x[i] * scale * w[k] */
             for (int64_t k = 0; k < K + KTILE; k++) {
@@ -145,29 +145,24 @@ static void *work(void *arg) {
     return NULL;
 }
 
-/* forward: out is (chunks x rows x k) partial sums; backward: out is the (k x n_features) gradient */
+/* Chunks tid, tid + parts, ... of the product (out: chunks x rows x k partial sums) or of its gradient
+   (out: the k x n_features weight gradient); the caller runs the parts on its threads. */
 int softhebb_gathered(const void *x, int half, int64_t n_features, const int64_t *idx, int64_t rows,
                       const uint8_t *bits, int64_t start, const float *w, const float *g, int64_t k,
-                      float *out, int nthreads, int backward) {
-    if (k > MAXK || k < 1 || nthreads < 1) return 1;
-    for (int b = 0; b < 256; b++) for (int t = 0; t < 8; t++) scales[b][t] = (float)((b >> t) & 1) * 2.0f;
-    job_t jobs[64];
-    pthread_t threads[64];
-    if (nthreads > 64) nthreads = 64;
-    for (int t = 0; t < nthreads; t++) {
-        job_t j = {x, half, n_features, idx, rows, bits, start, w, g, k, out, nthreads, t, backward};
-        jobs[t] = j;
-    }
-    int started = 0;
-    for (int t = 1; t < nthreads && pthread_create(&threads[t], NULL, work, &jobs[t]) == 0; t++) started++;
-    for (int t = 1 + started; t < nthreads; t++) work(&jobs[t]);   /* threads that could not start */
-    work(&jobs[0]);
-    for (int t = 1; t <= started; t++) pthread_join(threads[t], NULL);
+                      float *out, int parts, int tid, int backward) {
+    if (k > MAXK || k < 1 || parts < 1 || tid < 0 || tid >= parts) return 1;
+    job_t j = {x, half, n_features, idx, rows, bits, start, w, g, k, out, parts, tid, backward};
+    work(&j);
     return 0;
+}
+
+/* byte b: the 8 dropout scales (0 or 2) of its bits, lowest bit first; called once, when the library loads */
+__attribute__((constructor)) static void fill_scales(void) {
+    for (int b = 0; b < 256; b++) for (int t = 0; t < 8; t++) scales[b][t] = (float)((b >> t) & 1) * 2.0f;
 }
 """ % {"chunk": CHUNK, "max_outputs": MAX_OUTPUTS}
 
-_FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-pthread"]
+_FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
 _library: ctypes.CDLL | None = None
 _tried = False
 
@@ -216,7 +211,7 @@ def library() -> ctypes.CDLL | None:
     lib.softhebb_gathered.restype = ctypes.c_int
     lib.softhebb_gathered.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                                       ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                      ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                                      ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     _library = lib
     return lib
 
@@ -232,45 +227,62 @@ def usable(features, n_outputs: int, device=None) -> bool:
 
 
 def _call(features: Tensor, idx: Tensor | None, rows: int, bits: Tensor | None, start: int, weight: Tensor,
-          grad: Tensor | None, out: Tensor) -> None:
-    status = library().softhebb_gathered(
-        features.data_ptr(), int(features.dtype == torch.float16), features.shape[1],
-        None if idx is None else idx.data_ptr(), rows, None if bits is None else bits.data_ptr(), start,
-        weight.data_ptr(), None if grad is None else grad.data_ptr(), weight.shape[0], out.data_ptr(),
-        torch.get_num_threads(), int(grad is not None))
-    if status != 0:
+          grad: Tensor | None, out: Tensor, parts: int) -> None:
+    """The kernel over every chunk, in ``parts`` parts: one in this thread, the others in
+    :data:`_workers` (``ctypes`` releases the GIL during the call; threads that live on stay on their cores,
+    where a thread started per call would not get to run on another core before it ends)."""
+    args = (features.data_ptr(), int(features.dtype == torch.float16), features.shape[1],
+            None if idx is None else idx.data_ptr(), rows, None if bits is None else bits.data_ptr(), start,
+            weight.data_ptr(), None if grad is None else grad.data_ptr(), weight.shape[0], out.data_ptr())
+    backward = int(grad is not None)
+    kernel = library().softhebb_gathered
+    others = [_pool(parts - 1).submit(kernel, *args, parts, tid, backward) for tid in range(1, parts)]
+    status = [kernel(*args, parts, 0, backward)] + [f.result() for f in others]
+    if any(status):
         raise RuntimeError("the readout kernel refused its arguments")
+
+
+_workers: ThreadPoolExecutor | None = None
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    global _workers
+    if _workers is None or _workers._max_workers < size:
+        _workers = ThreadPoolExecutor(max_workers=size, thread_name_prefix="readout-kernel")
+    return _workers
 
 
 class _GatheredMatmul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight: Tensor, features: Tensor, idx: Tensor | None, bits: Tensor | None, start: int):
+    def forward(ctx, weight: Tensor, features: Tensor, idx: Tensor | None, bits: Tensor | None, start: int,
+                parts: int):
         weight = weight.detach().contiguous()
         rows = len(features) if idx is None else len(idx)
         chunks = -(-features.shape[1] // CHUNK)
         partial = torch.empty(chunks, rows, weight.shape[0])
-        _call(features, idx, rows, bits, start, weight, None, partial)
+        _call(features, idx, rows, bits, start, weight, None, partial, parts)
         ctx.save_for_backward(weight)
-        ctx.inputs = (features, idx, bits, start, rows)
+        ctx.inputs = (features, idx, bits, start, rows, parts)
         return partial.sum(0)  # in chunk order: the same sum with any number of threads
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (weight,) = ctx.saved_tensors
-        features, idx, bits, start, rows = ctx.inputs
+        features, idx, bits, start, rows, parts = ctx.inputs
         grad_weight = torch.empty_like(weight)
-        _call(features, idx, rows, bits, start, weight, grad.contiguous().float(), grad_weight)
-        return grad_weight, None, None, None, None
+        _call(features, idx, rows, bits, start, weight, grad.contiguous().float(), grad_weight, parts)
+        return grad_weight, None, None, None, None, None
 
 
 def gathered_matmul(weight: Tensor, features: Tensor, idx: Tensor | None = None, bits: Tensor | None = None,
-                    start: int = 0) -> Tensor:
+                    start: int = 0, threads: int | None = None) -> Tensor:
     """``(scale * features[idx].float()) @ weight.T``, differentiable in ``weight``.
 
     ``idx``: int64 row positions (``None``: every row). ``bits``: the dropout mask's bytes, bit ``r * F + f``
     (lowest bit first) keeping feature ``f`` of the batch's row ``r`` at scale 2 and dropping it otherwise;
     rows of this call are the batch's rows ``start, start + 1, ...`` (a data-parallel rank's shard).
-    ``None``: no dropout.
+    ``None``: no dropout. ``threads``: how many threads share the work (default ``torch.get_num_threads()``);
+    the result does not depend on it.
     """
     if idx is not None:
         idx = idx.to(torch.int64).contiguous()
@@ -281,4 +293,4 @@ def gathered_matmul(weight: Tensor, features: Tensor, idx: Tensor | None = None,
         needed = -(-(start + rows) * features.shape[1] // 8)
         if bits.dtype != torch.uint8 or not bits.is_contiguous() or bits.numel() < needed:
             raise ValueError(f"the dropout bits must be {needed} contiguous bytes or more")
-    return _GatheredMatmul.apply(weight, features, idx, bits, start)
+    return _GatheredMatmul.apply(weight, features, idx, bits, start, max(1, threads or torch.get_num_threads()))

@@ -79,16 +79,11 @@ def test_the_result_does_not_depend_on_the_number_of_threads():
     idx = torch.randperm(200)[:64]
     bits = dropout_bits(64 * 24576)
     results = []
-    threads = torch.get_num_threads()
-    try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            weight.grad = None
-            out = readout_kernel.gathered_matmul(weight, features, idx, bits)
-            out.backward(torch.ones_like(out))
-            results.append((out.detach(), weight.grad.clone()))
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 2, 3):
+        weight.grad = None
+        out = readout_kernel.gathered_matmul(weight, features, idx, bits, threads=n)
+        out.backward(torch.ones_like(out))
+        results.append((out.detach(), weight.grad.clone()))
     for out, grad in results[1:]:
         assert torch.equal(out, results[0][0]) and torch.equal(grad, results[0][1])
 
