@@ -1,6 +1,6 @@
 """Throughput of the rate network on this machine, against a plain fp32 matrix product measured in the same run.
 
-    python -m experiments.benchmark --preset cifar10 [--batches 60] [--device cpu] [--precision bf16]
+    python -m experiments.benchmark --preset cifar10 [--batches 60] [--device cpu] [--precision bf16] [--run DIR]
 
 Prints, per greedy stage (forward through the frozen blocks + one plasticity step of the learning
 block) and for feature extraction: images/s, MACs per image, achieved GFLOP/s (2 FLOP per MAC) and
@@ -8,12 +8,19 @@ the ratio to the matmul rate; for the readout's training on cached features, als
 and its memory floor (each feature read once per epoch at a large copy's rate, measured in the run).
 The weights are first trained for a few batches so that the softmax and weight statistics are those
 of a real run, not of the initialisation.
+
+It also prints the whole pipeline's compute floor: its multiply-adds (the greedy epoch on the training
+set, the features of the training and test sets, the readout's two products per image and epoch) at
+the matmul rate of the same run. With ``--run DIR``, the finished run's phase times (its
+``metrics.json``) are set against their floors: the ratio of each phase, and of the whole, to its floor.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,8 +31,24 @@ from rate_decoder.network import SoftHebbNet, configure_cpu
 from rate_decoder.run import cpu_model, write_json
 
 
-#: training images of each dataset, for the readout's 50-epoch time
-DATASET_TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "stl10": 5_000}
+#: training images of each dataset, for the readout's 50-epoch time and the pipeline's floor
+DATASET_TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "stl10": 5_000, "digits": 1_437}
+#: test images of each dataset, for the pipeline's floor
+DATASET_TEST_IMAGES = {"cifar10": 10_000, "cifar100": 10_000, "mnist": 10_000, "stl10": 8_000, "digits": 360}
+
+
+def pipeline_floor_s(greedy_macs: int, feature_macs: int, readout_macs: int, train: int, test: int,
+                     readout_epochs: int, gflops: float) -> dict:
+    """Seconds each phase of a run would take at ``gflops`` (2 FLOP per multiply-add), and their sum.
+
+    ``greedy_macs``: per training image, every greedy stage (forward through the blocks before it and the
+    learning block's convolution and plasticity product); ``feature_macs``: one forward pass per image of
+    both sets; ``readout_macs``: per training image and epoch, the logits and the weight gradient.
+    """
+    phases = {"unsupervised_s": greedy_macs * train, "features_s": feature_macs * (train + test),
+              "readout_s": readout_macs * train * readout_epochs}
+    floor = {name: 2 * macs / (gflops * 1e9) for name, macs in phases.items()}
+    return {**floor, "total_s": sum(floor.values())}
 
 
 def matmul_gflops(device, n: int = 2048, repeats: int = 10) -> float:
@@ -135,6 +158,7 @@ def main(argv=None):
     ap.add_argument("--readout-images", type=int, default=6400, help="random feature rows of the readout's timing")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="dtype of the Hebbian layers' two large products (the matmul reference stays fp32)")
+    ap.add_argument("--run", help="a finished run of the same preset (its directory): its phase times against their floors")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.device == "cpu":
@@ -186,7 +210,7 @@ def main(argv=None):
                           "ratio_to_matmul": fg / peak}
     print(f"feature extraction: {len(images) / t:8.1f} img/s  {fmacs / 1e6:.1f} MMAC/img  {fg:.1f} GFLOP/s  "
           f"{fg / peak:.1%} of matmul")
-    train_images = DATASET_TRAIN_IMAGES.get(preset.dataset)
+    train_images, test_images = DATASET_TRAIN_IMAGES.get(preset.dataset), DATASET_TEST_IMAGES.get(preset.dataset)
     for name, kernel in (("readout", True), ("readout_tensor_ops", False)):
         readout = bench_readout(net, args.readout_images, args.device, kernel=kernel)
         readout["ratio_to_matmul"] = readout["gflops"] / peak
@@ -203,6 +227,22 @@ def main(argv=None):
         print(line)
     print(f"readout kernel against tensor operations: "
           f"{report['readout_tensor_ops']['s_per_image_epoch'] / report['readout']['s_per_image_epoch']:.2f}x")
+    if train_images:
+        readout_macs = 2 * net.head.in_features * net.head.out_features
+        floor = pipeline_floor_s(total_macs, fmacs, readout_macs, train_images, test_images,
+                                 preset.readout.epochs, peak)
+        report["pipeline_floor_s"] = floor
+        print(f"pipeline floor at {peak:.1f} GFLOP/s: {floor['total_s'] / 60:.1f} min "
+              f"({floor['unsupervised_s'] / 60:.1f} unsupervised, {floor['features_s'] / 60:.1f} features, "
+              f"{floor['readout_s'] / 60:.2f} readout)")
+        if args.run:
+            timings = json.loads((Path(args.run) / "metrics.json").read_text())["timings_s"]
+            measured = {name: timings[name] for name in ("unsupervised_s", "features_s", "readout_s")}
+            measured["total_s"] = sum(measured.values())
+            report["run"] = {"dir": str(args.run), "timings_s": measured}
+            print(f"run {args.run}: " + ", ".join(
+                f"{name[:-2]} {measured[name] / 60:.1f} min = {measured[name] / floor[name]:.2f}x its floor "
+                f"({floor[name] / measured[name]:.0%} of the matmul rate)" for name in measured))
     if args.out:
         write_json(args.out, report)
 

@@ -97,10 +97,12 @@ def r1_share(checkpoint: Path) -> float:
 
 
 def run_point(directory: Path, preset: Preset, seed: int, device, n_train: int | None = None,
-              readout_epochs: int | None = None) -> dict:
+              readout_epochs: int | None = None, precision: str = "fp32") -> dict:
+    """One ``softhebb train`` run in ``directory`` (read back when finished, resumed when interrupted):
+    test accuracy (%), R1 share, minutes and CPU."""
     if not (directory / "metrics.json").exists():
-        run(RunConfig(preset, seed=seed, n_train=n_train, readout_epochs=readout_epochs), directory, resume=(directory / "checkpoint.pt").exists(), device=device,
-            progress=False)
+        config = RunConfig(preset, seed=seed, n_train=n_train, readout_epochs=readout_epochs, precision=precision)
+        run(config, directory, resume=(directory / "checkpoint.pt").exists(), device=device, progress=False)
     metrics = json.loads((directory / "metrics.json").read_text())
     return {"test_acc": 100 * metrics["test_acc"], "r1_share": r1_share(directory / "checkpoint.pt"),
             "minutes": sum(v for k, v in metrics["timings_s"].items() if k != "this_invocation_s") / 60,

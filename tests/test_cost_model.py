@@ -49,15 +49,33 @@ def test_epoch_table(imagenet):
         cost_model.epoch_table(imagenet, [1], 10)
 
 
+def test_pipeline_floor_is_each_phase_multiply_adds_at_the_matmul_rate():
+    from experiments.benchmark import pipeline_floor_s
+
+    # 2 GFLOP/s = 1e9 multiply-adds per second
+    floor = pipeline_floor_s(greedy_macs=3e9, feature_macs=2e9, readout_macs=1e9, train=10, test=5,
+                             readout_epochs=4, gflops=2.0)
+    assert floor == {"unsupervised_s": 30.0, "features_s": 30.0, "readout_s": 40.0, "total_s": 100.0}
+
+
 def test_benchmark_prints_every_phase_with_its_reference(tmp_path, capsys):
     """The throughput benchmark runs end to end and reports each phase against a baseline of the same run."""
     from experiments import benchmark
 
     out = tmp_path / "bench.json"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"timings_s": {"unsupervised_s": 2.0, "features_s": 1.0,
+                                                                "readout_s": 3.0, "this_invocation_s": 9.0}}))
     benchmark.main(["--preset", "digits", "--batches", "3", "--feature-images", "60", "--readout-images", "256",
-                    "--device", "cpu", "--out", str(out)])
+                    "--device", "cpu", "--run", str(run), "--out", str(out)])
     report = json.loads(out.read_text())
+    floor = report["pipeline_floor_s"]
+    assert floor["total_s"] == pytest.approx(floor["unsupervised_s"] + floor["features_s"] + floor["readout_s"])
+    assert report["run"]["timings_s"]["total_s"] == 6.0  # the three phases, not the invocation's wall time
+    printed = capsys.readouterr().out
+    assert "x its floor" in printed
     assert report["matmul_gflops"] > 0 and len(report["stages"]) == 1
     readout = report["readout"]
     assert readout["s_per_image_epoch"] > readout["floor_s_per_image_epoch"] > 0
-    assert "memory floor" in capsys.readouterr().out
+    assert "memory floor" in printed

@@ -46,6 +46,26 @@ def test_width_configurations_scale_only_the_widths():
     assert [layer.out_channels for layer in first["w384"].layers] == [384, 1536]
 
 
+def test_search_candidates_change_their_layer_and_build_a_network():
+    from experiments import preset_search
+    from rate_decoder import SoftHebbNet
+
+    base = paper_figures.load_preset("cifar10")
+    assert preset_search.candidate(base, "preset") == base
+    for label, changes in preset_search.CANDIDATES.items():
+        preset = preset_search.candidate(base, label)
+        for i, (layer, original) in enumerate(zip(preset.layers, base.layers)):
+            assert layer == dataclasses.replace(original, **changes.get(i, {}))
+        net = SoftHebbNet(preset)
+        assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    wide = SoftHebbNet(preset_search.candidate(base, "l3-w3072"))
+    assert wide.head.in_features == 3072 * 4 * 4
+    with pytest.raises(ValueError, match="unknown candidate"):
+        preset_search.candidate(base, "l9-w1")
+    with pytest.raises(ValueError, match="does not have"):
+        preset_search.candidate(paper_figures.load_preset("cifar10", 1), "l3-w3072")
+
+
 def test_a_quick_temperature_table_on_digits(tmp_path):
     argv = ["--figure", "temperature", "--preset", "digits", "--points", "t1", "t0.25", "--seeds", "0",
             "--readout-epochs", "3", "--runs", str(tmp_path)]
