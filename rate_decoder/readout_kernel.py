@@ -36,6 +36,7 @@ MAX_OUTPUTS = 64
 
 SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <assert.h>
 #ifdef __F16C__
@@ -90,11 +91,14 @@ static float lanes_sum(v8 a) {    /* a fixed order, whatever the compiler */
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-static void *work(void *arg) {
+static void *work(const void *arg) {
     const job_t *j = (const job_t *)arg;
     int64_t F = j->n_features, K = j->k, chunks = (F + CHUNK - 1) / CHUNK;
     static_assert(CHUNK %% TILE == 0, "a chunk holds whole vectors");
-    float buf[TILE][CHUNK] __attribute__((aligned(32))), wc[MAXK + KTILE][CHUNK] __attribute__((aligned(32)));
+    /* 170 KB of buffers on the heap: a thread's stack may be small (128 KB on musl) */
+    float (*buf)[CHUNK] = 0, (*wc)[CHUNK] = 0;
+    if (posix_memalign((void **)&buf, 32, sizeof(float[TILE][CHUNK])) != 0) return (void *)1;
+    if (posix_memalign((void **)&wc, 32, sizeof(float[MAXK + KTILE][CHUNK])) != 0) { free(buf); return (void *)1; }
     for (int64_t c = j->tid; c < chunks; c += j->parts) {
         int64_t f0 = c * CHUNK, n = F - f0 < CHUNK ? F - f0 : CHUNK, npad = (n + TILE - 1) / TILE * TILE;
         if (!j->backward) {           /* out[c][i][k] = sum over the chunk of x[i] * scale * w[k] */
@@ -142,6 +146,8 @@ static void *work(void *arg) {
             for (int64_t k = 0; k < K; k++) memcpy(j->out + k * F + f0, wc[k], n * sizeof(float));
         }
     }
+    free(buf);
+    free(wc);
     return NULL;
 }
 
@@ -152,8 +158,7 @@ int softhebb_gathered(const void *x, int half, int64_t n_features, const int64_t
                       float *out, int parts, int tid, int backward) {
     if (k > MAXK || k < 1 || parts < 1 || tid < 0 || tid >= parts) return 1;
     job_t j = {x, half, n_features, idx, rows, bits, start, w, g, k, out, parts, tid, backward};
-    work(&j);
-    return 0;
+    return work(&j) == NULL ? 0 : 2;
 }
 
 /* byte b: the 8 dropout scales (0 or 2) of its bits, lowest bit first; called once, when the library loads */
