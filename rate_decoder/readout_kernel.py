@@ -225,7 +225,8 @@ def usable(features, n_outputs: int, device=None) -> bool:
     """Whether :func:`gathered_matmul` can take these features: a contiguous 2-D fp16 or fp32 tensor on the CPU,
     a head of at most :data:`MAX_OUTPUTS` outputs, a CPU run, a kernel that builds, and
     ``SOFTHEBB_READOUT_KERNEL`` not set to ``torch``."""
-    return (os.environ.get("SOFTHEBB_READOUT_KERNEL", "c") != "torch" and isinstance(features, Tensor) and features.dim() == 2 and features.device.type == "cpu"
+    return (os.environ.get("SOFTHEBB_READOUT_KERNEL", "c") != "torch"
+            and isinstance(features, Tensor) and features.dim() == 2 and features.device.type == "cpu"
             and features.dtype in (torch.float16, torch.float32) and features.is_contiguous()
             and n_outputs <= MAX_OUTPUTS and (device is None or torch.device(device).type == "cpu")
             and library() is not None)
@@ -247,14 +248,15 @@ def _call(features: Tensor, idx: Tensor | None, rows: int, bits: Tensor | None, 
         raise RuntimeError("the readout kernel refused its arguments")
 
 
-_workers: ThreadPoolExecutor | None = None
+_workers: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool)
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
+    """A pool of at least ``size`` threads, kept for the next calls."""
     global _workers
-    if _workers is None or _workers._max_workers < size:
-        _workers = ThreadPoolExecutor(max_workers=size, thread_name_prefix="readout-kernel")
-    return _workers
+    if _workers is None or _workers[0] < size:
+        _workers = (size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="readout-kernel"))
+    return _workers[1]
 
 
 class _GatheredMatmul(torch.autograd.Function):
