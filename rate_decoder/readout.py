@@ -6,6 +6,7 @@ epoch's test accuracy reported.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from typing import Callable
@@ -88,6 +89,18 @@ class CachedFeatureHead(torch.nn.Module):
         return correct / max(1, len(features))
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch on ``n`` threads inside the block. The fused readout runs its kernel on threads of its own (as
+    many as torch had); torch's threads, idle between its small operations, would spin on the same cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def halving_epochs(epochs: int) -> set[int]:
     """Epochs after which the readout's learning rate is halved (the reference code's CustomStepLR)."""
     if epochs < 20:
@@ -149,10 +162,7 @@ def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_label
         optimizer.load_state_dict(optimizer_state)
     halvings = halving_epochs(epochs)
     history = []
-    threads = torch.get_num_threads()
-    # the kernel runs on `threads` threads of its own; torch's, between its small ops, would spin on the same cores
-    torch.set_num_threads(1 if fused else threads)
-    try:
+    with _torch_threads(1 if fused else torch.get_num_threads()):
         for epoch in tqdm(range(start_epoch, epochs), desc="readout", disable=not progress, unit="epoch",
                           initial=start_epoch, total=epochs):
             torch.manual_seed(seed * 100_003 + epoch)
@@ -194,6 +204,4 @@ def train_readout(net: SoftHebbNet, train_features: Tensor | Images, train_label
             history.append(metrics)
             if on_epoch is not None:
                 on_epoch(epoch + 1, metrics, optimizer.state_dict())
-    finally:
-        torch.set_num_threads(threads)
     return history
