@@ -248,15 +248,16 @@ def _call(features: Tensor, idx: Tensor | None, rows: int, bits: Tensor | None, 
         raise RuntimeError("the readout kernel refused its arguments")
 
 
-_workers: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool)
+_workers: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, size, pool)
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
-    """A pool of at least ``size`` threads, kept for the next calls."""
+    """A pool of at least ``size`` threads, kept for the next calls. A forked child starts its own: it
+    inherits the pool object but not its threads, and work handed to it would wait forever."""
     global _workers
-    if _workers is None or _workers[0] < size:
-        _workers = (size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="readout-kernel"))
-    return _workers[1]
+    if _workers is None or _workers[0] != os.getpid() or _workers[1] < size:
+        _workers = (os.getpid(), size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="readout-kernel"))
+    return _workers[2]
 
 
 class _GatheredMatmul(torch.autograd.Function):

@@ -134,3 +134,19 @@ def test_the_switch_and_unsupported_inputs_fall_back_to_tensor_operations(monkey
     assert not readout_kernel.usable(features, 10)
     with pytest.raises(ValueError, match="dropout 0 or 0.5"):
         CachedFeatureHead(torch.nn.Linear(8, 10), features, 0.3)
+
+
+def test_a_forked_child_runs_the_kernel_on_threads_of_its_own():
+    """The worker threads do not survive a fork; a child that used the parent's pool would wait forever."""
+    import multiprocessing
+
+    features, weight = torch.randn(20, 3000).half(), torch.randn(10, 3000)
+    expected = readout_kernel.gathered_matmul(weight, features, threads=2)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_product_in_child, (weight, features)).get(timeout=60)
+    assert torch.equal(result, expected)
+
+
+def _product_in_child(weight, features):
+    return readout_kernel.gathered_matmul(weight, features, threads=2)
