@@ -60,6 +60,9 @@ def test_search_candidates_change_their_layer_and_build_a_network():
         assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     wide = SoftHebbNet(preset_search.candidate(base, "l3-w3072"))
     assert wide.head.in_features == 3072 * 4 * 4
+    shipped = paper_figures.load_preset("cifar10-wide")  # the shipped preset is the candidate the search ran
+    assert dataclasses.replace(shipped, name="x", description="") == dataclasses.replace(
+        preset_search.candidate(base, "l3-w3072"), name="x", description="")
     with pytest.raises(ValueError, match="unknown candidate"):
         preset_search.candidate(base, "l9-w1")
     with pytest.raises(ValueError, match="does not have"):
