@@ -1,6 +1,8 @@
 """The backprop baseline (docs/algorithm.md §7): the same blocks, with ReLU and ``nn.Conv2d``, trained end to end.
 
 Same optimiser, batch size and learning-rate halvings as the readout (:mod:`rate_decoder.readout`).
+Each epoch's order and dropout draws come from ``(seed, epoch)`` alone, so a run resumed at an epoch
+boundary from the network and optimiser state saved there reproduces the uninterrupted run.
 """
 from __future__ import annotations
 
@@ -18,13 +20,21 @@ from .readout import accuracy, halving_epochs
 
 def train_backprop(net: SoftHebbNet, x_train: Images, y_train: Tensor, x_test: Images, y_test: Tensor,
                    epochs: int = 50, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device=None,
+                   start_epoch: int = 0, optimizer_state: dict | None = None,
                    on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True) -> list[dict]:
-    """The backprop baseline: the same blocks (ReLU, ``nn.Conv2d``) and head trained end to end."""
+    """The backprop baseline: the same blocks (ReLU, ``nn.Conv2d``) and head trained end to end.
+
+    ``start_epoch`` with the ``optimizer_state`` that ``on_epoch(epoch, metrics, optimizer_state)``
+    received after that epoch (its learning rate included) continues the run; returns the metrics of
+    the epochs run here.
+    """
     normalize = net.preset.normalize
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     halvings = halving_epochs(epochs)
     history = []
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         torch.manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(x_train))
         net.train()

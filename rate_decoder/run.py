@@ -382,12 +382,20 @@ def _readout_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
 
 
 def _backprop_phase(s: _Session, data: Dataset, device, progress: bool) -> None:
-    """The backprop baseline: the blocks and the head trained end to end (no resume within it)."""
-    t, epochs, readout = time.perf_counter(), s.config.n_readout_epochs, s.config.preset.readout
-    history = train_backprop(s.net, data.x_train, data.y_train, data.x_test, data.y_test, epochs, readout.batch_size,
-                             readout.lr, s.config.seed, device, progress=progress)
-    s.timed("backprop_s", t, accumulate=False)
-    s.save(blocks_done=len(s.net.blocks), readout_epoch=epochs, history=history)
+    """The backprop baseline: the blocks and the head trained end to end, a checkpoint after every epoch."""
+    epochs, readout = s.config.n_readout_epochs, s.config.preset.readout
+    if s.progress["readout_epoch"] >= epochs:
+        return
+
+    def on_epoch(epoch, metrics, optimizer_state):
+        s.progress["history"].append(metrics)
+        s.save(optimizer_state, readout_epoch=epoch)
+
+    s.start_clock("backprop_s")
+    train_backprop(s.net, data.x_train, data.y_train, data.x_test, data.y_test, epochs, readout.batch_size,
+                   readout.lr, s.config.seed, device, start_epoch=s.progress["readout_epoch"],
+                   optimizer_state=s.optimizer_state, on_epoch=on_epoch, progress=progress)
+    s.stop_clock()
 
 
 def run(config: RunConfig | Mapping, out_dir: str | os.PathLike, resume: bool = False, device=None,

@@ -111,6 +111,31 @@ def test_resume_after_interruption_reproduces_the_run(tmp_path, monkeypatch):
         run(digits_config(seed=1), tmp_path / "cut", resume=True, progress=False)
 
 
+def test_backprop_baseline_resumes_at_an_epoch_and_reproduces_the_run(tmp_path, monkeypatch):
+    config = digits_config(rule="backprop", readout_epochs=4)
+    full = run(config, tmp_path / "full", progress=False)
+    real_save, calls = run_module.save_checkpoint, []
+
+    def interrupting_save(*args, **kw):
+        real_save(*args, **kw)
+        calls.append(1)
+        if len(calls) == 2:  # after two epochs: the second learning rate halving is still ahead
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "save_checkpoint", interrupting_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(run_module, "save_checkpoint", real_save)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")[2]["readout_epoch"] == 2
+    resumed = run(config, tmp_path / "cut", resume=True, progress=False)
+    assert [h["test_acc"] for h in resumed["history"]] == [h["test_acc"] for h in full["history"]]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    assert resumed["timings_s"]["backprop_s"] > 0
+
+
 def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     run(digits_config(), tmp_path / "r", progress=False)
     before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
