@@ -141,7 +141,7 @@ def bench_stage(net, stage, x, batches, device) -> float:
         for i in range(batches):
             _sync(device)
             t = time.perf_counter()
-            net.blocks[stage].learn(net.features(x[i % len(x)], upto=stage))
+            net.blocks[stage].learn(net.features(x[i % len(x)], upto=stage), output=False)
             _sync(device)
             times.append(time.perf_counter() - t)
     net.set_learning_block(None)
@@ -181,7 +181,7 @@ def main(argv=None):
         with torch.no_grad():  # a few real steps first: realistic weights and batch-norm statistics
             net.set_learning_block(stage)
             for i in range(5):
-                net.blocks[stage].learn(net.features(x[i], upto=stage))
+                net.blocks[stage].learn(net.features(x[i], upto=stage), output=False)
         t = bench_stage(net, stage, x, args.batches, args.device)
         stage_macs = sum(macs[:stage + 1]) + macs[stage]  # forward up to the block + its plasticity product
         gflops = 2 * stage_macs * bs / t / 1e9

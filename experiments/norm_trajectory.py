@@ -42,11 +42,11 @@ def trajectory(preset, images, normalisation: str, every: int, seed: int) -> dic
 
     count = [0]
 
-    def step(block, x):
+    def step(block, x, output=True):
         if count[0] % every == 0:
             record(count[0])
         count[0] += 1
-        return learn_step(block, x)
+        return learn_step(block, x, output)
 
     train_unsupervised(net, images, "greedy", preset.unsupervised.batch_size, seed, progress=False, step=step)
     record(count[0])

@@ -174,16 +174,19 @@ def main(argv=None) -> None:
     ap.add_argument("--n-train", type=int, help="quick look: the first N training images (the figures use all)")
     ap.add_argument("--readout-epochs", type=int, help="quick look: fewer readout epochs (the figures use 50)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="dtype of the Hebbian products; bf16 points go to their own directory and table")
     args = ap.parse_args(argv)
     layers = args.layers or (3 if args.figure in ("activations", "width") and args.preset == "cifar10" else 1)
-    out = Path(args.runs) / f"{args.figure}_{args.preset}_L{layers}"
+    out = Path(args.runs) / f"{args.figure}_{args.preset}_L{layers}{'' if args.precision == 'fp32' else '_bf16'}"
     rows = []
     for label, preset, paper in configurations(args.figure, layers, args.preset):
         row = {"label": label, "paper": paper, "preset": preset.to_dict(), "seeds": {}}
         for seed in args.seeds:
             directory = out / f"{label}_s{seed}"
             if args.points is None or label in args.points or (directory / "metrics.json").exists():
-                row["seeds"][seed] = run_point(directory, preset, seed, args.device, args.n_train, args.readout_epochs)
+                row["seeds"][seed] = run_point(directory, preset, seed, args.device, args.n_train, args.readout_epochs,
+                                               args.precision)
                 print(json.dumps({"point": label, "seed": seed, **row["seeds"][seed]}), flush=True)
         if row["seeds"]:
             rows.append(row)

@@ -20,13 +20,14 @@ from .data import Images, iter_batches, to_float
 from .distributed import SINGLE, Distributed, shard_rows
 from .network import Block, SoftHebbNet
 
-#: ``step(block, x) -> y``: the work of one block on one float batch, returning the block's output
-BlockStep = Callable[[Block, Tensor], Tensor]
+#: ``step(block, x, output) -> y``: the work of one block on one float batch, returning the block's
+#: output, or ``None`` when ``output`` is false (a greedy stage, which discards it)
+BlockStep = Callable[[Block, Tensor, bool], Tensor | None]
 
 
-def learn_step(block: Block, x: Tensor) -> Tensor:
+def learn_step(block: Block, x: Tensor, output: bool = True) -> Tensor | None:
     """One Hebbian update of ``block`` on ``x``; the block's output with its pre-step weights (docs/algorithm.md §2.7)."""
-    return block.learn(x)
+    return block.learn(x, output=output)
 
 
 def unsupervised_order(n: int, seed: int) -> np.ndarray:
@@ -125,7 +126,7 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
                     for block in net.blocks:
                         x = step(block, x)
                 else:
-                    step(net.blocks[stage], net.features(x, upto=stage))
+                    step(net.blocks[stage], net.features(x, upto=stage), False)
                 if ctx.active and ((k + 1) % ctx.check_every == 0 or k + 1 == len(batches)):
                     ctx.check_identical([block.conv.weight for block in learning], k + 1)
                 if on_batch_done is not None and k + 1 < len(batches):
@@ -135,14 +136,17 @@ def train_unsupervised(net: SoftHebbNet, images: Images, mode: str = "greedy", b
             on_block_done(len(net.blocks) - 1 if stage is None else stage)
 
 
-def _learn_shard(block: Block, x: Tensor, ctx: Distributed) -> Tensor:
-    return block.learn(x, ctx)
+def _learn_shard(block: Block, x: Tensor, output: bool = True, *, ctx: Distributed) -> Tensor | None:
+    return block.learn(x, ctx, output)
 
 
 
-def forward_step(block: Block, x: Tensor) -> Tensor:
+def forward_step(block: Block, x: Tensor, output: bool = True) -> Tensor | None:
     """The block's forward pass and nothing else: in train mode its batch norm updates its running statistics."""
-    return block(x)
+    if output:
+        return block(x)
+    block.bn(x)
+    return None
 
 
 @torch.no_grad()

@@ -81,6 +81,9 @@ def test_a_quick_temperature_table_on_digits(tmp_path):
     before = (out / "t1_s0" / "metrics.json").stat().st_mtime_ns
     paper_figures.main(argv)  # finished runs are read back, not run again
     assert (out / "t1_s0" / "metrics.json").stat().st_mtime_ns == before
+    paper_figures.main(argv[:4] + ["--precision", "bf16"] + argv[4:])  # its own directory, not mixed with fp32
+    bf16 = json.loads((tmp_path / "temperature_digits_L1_bf16" / "t1_s0" / "config.json").read_text())
+    assert bf16["precision"] == "bf16" and (out / "t1_s0" / "metrics.json").stat().st_mtime_ns == before
 
 
 def test_receptive_fields_have_the_paper_geometry_and_raise_their_neuron():
