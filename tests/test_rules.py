@@ -107,6 +107,25 @@ def test_hebbian_step_matches_loop_reference(rule, normalisation, pre_triangle):
     assert (layer.weight.detach() - w0).abs().max() > 1e-3
 
 
+def test_channel_minor_patches_are_the_patches_with_their_columns_reordered():
+    torch.manual_seed(0)
+    xp = torch.randn(2, 3, 7, 6)
+    minor = rules.channel_minor_patches(xp, 3)
+    assert minor.shape == (2 * 5 * 4, 27)
+    assert torch.equal(rules.to_channel_major(minor, 3, 3), rules.unfold_patches(xp, 3))  # the same values, moved
+
+
+@pytest.mark.parametrize("batch, neurons", [(3, 4), (1, 12)])  # more patches than neurons (channel-minor), fewer
+def test_conv_update_matches_the_loop_reference_in_either_patch_order(batch, neurons):
+    torch.manual_seed(2)
+    w = torch.randn(neurons, 2, 3, 3, dtype=torch.float64)
+    x = torch.randn(batch, 2, 3, 3, dtype=torch.float64)
+    xp = torch.nn.functional.pad(x, (1,) * 4, mode="reflect")
+    u = torch.nn.functional.conv2d(xp, w)
+    d = rules.conv_update(xp, u, rules.signed_post(u, 0.7), w)
+    np.testing.assert_allclose(d.numpy(), reference_conv_update(x.numpy(), w.numpy(), 0.7), rtol=0, atol=1e-10)
+
+
 def test_global_normalisation_puts_largest_update_at_one():
     torch.manual_seed(0)
     layer = SoftHebbConv2d(3, 6, 3, dtype=torch.float64)
