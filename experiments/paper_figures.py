@@ -124,6 +124,7 @@ def table(rows: list[dict]) -> str:
 
 def plot(figure: str, rows: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -138,6 +139,9 @@ def plot(figure: str, rows: list[dict], path: Path) -> None:
         twin = ax.twinx()
         twin.semilogx(tau, r1, "s--", color="tab:orange", label="R1 features")
         twin.set_ylabel("R1 features (%)")
+        for axis in (ax, twin):  # the points' own temperatures as ticks, no overlapping minor labels
+            axis.set_xticks(tau, [f"{t:g}" for t in tau])
+            axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     elif figure == "width":
         for f in WIDTH_FACTORS:
             points = [(int(r["label"].split("_L")[1]), a) for r, a in zip(rows, acc)
