@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", default="cifar10")
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--batches", type=int, nargs="+", default=[10, 20, 40, 80, 160])
-    ap.add_argument("--lr-scaling", choices=LR_SCALINGS, default="linear")
+    ap.add_argument("--lr-scaling", choices=LR_SCALINGS, default="sqrt")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

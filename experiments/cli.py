@@ -118,8 +118,9 @@ def parser() -> argparse.ArgumentParser:
                         "one per layer (default: the preset's, 100)")
     t.add_argument("--unsupervised-batch", type=int, metavar="B",
                    help="the unsupervised epoch's (global) batch, the Hebbian rates scaled by --lr-scaling")
-    t.add_argument("--lr-scaling", choices=LR_SCALINGS, default="linear",
-                   help="rates x B/B0 (linear: an epoch moves the weights as far), x sqrt(B/B0), or unchanged")
+    t.add_argument("--lr-scaling", choices=LR_SCALINGS, default="sqrt",
+                   help="rates x sqrt(B/B0) (default: the square-root rule of normalised steps), x B/B0 (an epoch "
+                        "moves the weights as far), or unchanged")
     t.add_argument("--activation", choices=ACTIVATIONS,
                    help="every block's activation (default: the preset's); softmax is the spiking network's")
     t.add_argument("--precision", choices=PRECISIONS, default="fp32",

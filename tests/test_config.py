@@ -239,14 +239,26 @@ def test_softmax_activation_is_the_layers_soft_wta_and_the_cli_sets_it_everywher
 def test_unsupervised_batch_scales_the_rates():
     from rate_decoder.config import ConfigError, with_unsupervised_batch
     base = load_preset("cifar10")
-    linear = with_unsupervised_batch(base, 40)
-    assert linear.unsupervised.batch_size == 40 and linear.name == "cifar10-b40"
-    assert [layer.lr for layer in linear.layers] == pytest.approx([4 * layer.lr for layer in base.layers])
-    root = with_unsupervised_batch(base, 40, "sqrt")
+    root = with_unsupervised_batch(base, 40)
+    assert root.unsupervised.batch_size == 40 and root.name == "cifar10-b40-sqrt"
     assert [layer.lr for layer in root.layers] == pytest.approx([2 * layer.lr for layer in base.layers])
+    linear = with_unsupervised_batch(base, 40, "linear")
+    assert linear.name == "cifar10-b40-linear"
+    assert [layer.lr for layer in linear.layers] == pytest.approx([4 * layer.lr for layer in base.layers])
     assert with_unsupervised_batch(base, 40, "none").layers == base.layers
     for bad in (0, 2.5, "10"):
         with pytest.raises(ConfigError, match="positive integer"):
             with_unsupervised_batch(base, bad)
     with pytest.raises(ConfigError, match="unknown learning-rate scaling"):
         with_unsupervised_batch(base, 20, "cubic")
+
+
+def test_the_cli_scales_the_rates_of_another_unsupervised_batch():
+    """``--unsupervised-batch`` takes the square-root scaling unless ``--lr-scaling`` names another."""
+    from experiments.cli import build_config, parser
+    base = load_preset("cifar10")
+    for extra, factor in (([], 2.0), (["--lr-scaling", "linear"], 4.0), (["--lr-scaling", "none"], 1.0)):
+        args = parser().parse_args(["train", "--preset", "cifar10", "--unsupervised-batch", "40", *extra])
+        preset = build_config(args).preset
+        assert preset.unsupervised.batch_size == 40
+        assert [layer.lr for layer in preset.layers] == pytest.approx([factor * layer.lr for layer in base.layers])
